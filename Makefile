@@ -1,0 +1,48 @@
+# Enroll Sync — the two commands are `make run` and `make test`; each does the whole set-up.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+SANDBOX_PORT ?= 5001
+PORT ?= 5000
+PYTEST_ARGS ?=
+
+.PHONY: run test setup assets migrate bench clean
+
+setup: $(VENV)/.installed assets
+
+$(VENV)/.installed: pyproject.toml plugins/sis_powerschool/pyproject.toml plugins/sis_generic/pyproject.toml
+	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Enroll Sync needs Python 3.11 or newer"'
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/sis_powerschool -e plugins/sis_generic
+	touch $@
+
+assets: static/vendor/.installed
+
+static/vendor/.installed: package.json package-lock.json
+	npm ci --no-audit --no-fund --loglevel=error
+	mkdir -p static/vendor
+	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
+	cp node_modules/@picocss/pico/css/pico.classless.min.css static/vendor/pico.classless.min.css
+	touch $@
+
+migrate: setup
+	$(BIN)/enroll-sync db upgrade
+
+# Serve the demo: the PowerSchool sandbox on $(SANDBOX_PORT), the app on $(PORT).
+run: migrate
+	@mkdir -p instance
+	$(BIN)/enroll-sync demo --sandbox-url powerschool=http://127.0.0.1:$(SANDBOX_PORT)
+	@echo "Starting the PowerSchool sandbox on http://127.0.0.1:$(SANDBOX_PORT) ..."
+	@$(BIN)/enroll-sync sandbox powerschool --port $(SANDBOX_PORT) --db instance/powerschool_sandbox.db & \
+	  sandbox=$$!; trap "kill $$sandbox 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/enroll-sync serve --port $(PORT)
+
+test: setup
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+bench: setup
+	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done
+
+clean:
+	rm -rf $(VENV) node_modules static/vendor instance build *.egg-info

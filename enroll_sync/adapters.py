@@ -1,0 +1,280 @@
+"""The SIS adapter contract.
+
+An adapter is the only code that knows a particular SIS. The core asks it four
+things: which settings a connection needs (``settings_schema``), whether the
+connection works (``check_connection``), which fields the SIS accepts
+(``target_fields``), and to export a batch of mapped records (``export``).
+Everything crossing this boundary is a plain dataclass defined here, so plugins
+import only these names from ``enroll_sync`` and never reach into ``web/``.
+
+Mapped records arrive flat: ``{"name.first_name": "Ana", "addresses.0.city": ...}``.
+``nest()`` turns the dotted keys into the nested JSON most SIS APIs want.
+"""
+from __future__ import annotations
+
+import dataclasses
+import enum
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Mapping, Sequence
+
+__all__ = [
+    "AdapterError", "CheckResult", "Code", "ExportRecord", "ExportResult", "FieldError",
+    "FieldSection", "Outcome", "SettingField", "SISAdapter", "TargetField",
+    "nest", "sections_from_dicts", "sections_to_dicts",
+]
+
+
+class AdapterError(Exception):
+    """A problem the admin can act on (bad settings, unreachable SIS, bad schema).
+
+    ``str(error)`` is shown to the admin as is, so it must never contain a secret.
+    """
+
+
+# --------------------------------------------------------------------------- settings
+
+SETTING_TYPES = ("string", "url", "secret", "integer", "number", "boolean", "choice", "text")
+
+
+@dataclass(frozen=True)
+class SettingField:
+    """One field of a connection's settings form, rendered by the core.
+
+    ``type`` is one of SETTING_TYPES. A ``secret`` field is stored encrypted, is
+    never rendered back, and a blank submission keeps the stored value.
+    ``choices`` is a sequence of (value, label) pairs for ``choice`` fields.
+    """
+
+    key: str
+    label: str
+    type: str = "string"
+    required: bool = False
+    default: Any = None
+    help: str = ""
+    choices: tuple[tuple[str, str], ...] = ()
+    min: float | None = None
+    max: float | None = None
+
+    @property
+    def secret(self) -> bool:
+        return self.type == "secret"
+
+
+# --------------------------------------------------------------------------- target fields
+
+@dataclass(frozen=True)
+class Code:
+    """An allowed value of a SIS field (``value`` is sent; ``label`` is shown)."""
+
+    value: str
+    label: str = ""
+
+
+@dataclass(frozen=True)
+class TargetField:
+    """A field the SIS accepts: what fills the To Field column.
+
+    ``key`` is a dotted path into the record (``name.first_name``); ``type`` is one
+    of string, date, integer, number, boolean, code. ``required`` means required
+    when a new student is inserted. ``codes`` lists allowed values when the SIS
+    knows them (offered as Match Codes targets). ``insert_only`` fields are not sent
+    on update.
+    """
+
+    key: str
+    label: str
+    type: str = "string"
+    required: bool = False
+    max_length: int | None = None
+    codes: tuple[Code, ...] = ()
+    help: str = ""
+    format: str | None = None
+    insert_only: bool = False
+
+
+@dataclass(frozen=True)
+class FieldSection:
+    """A group of target fields, usually one SIS table or top-level object."""
+
+    key: str
+    label: str
+    fields: tuple[TargetField, ...] = ()
+
+
+def sections_to_dicts(sections: Sequence[FieldSection]) -> list[dict]:
+    """Serialise sections for the per-connection field cache (JSON-safe)."""
+    return [dataclasses.asdict(s) for s in sections]
+
+
+def sections_from_dicts(data: Sequence[Mapping]) -> list[FieldSection]:
+    """Inverse of ``sections_to_dicts``."""
+    out = []
+    for s in data:
+        fields = []
+        for f in s.get("fields", ()):
+            f = dict(f)
+            f["codes"] = tuple(Code(**c) for c in f.get("codes", ()))
+            fields.append(TargetField(**f))
+        out.append(FieldSection(key=s["key"], label=s["label"], fields=tuple(fields)))
+    return out
+
+
+# --------------------------------------------------------------------------- checks and export
+
+@dataclass
+class CheckResult:
+    """The answer of Test Connection: ``message`` is shown on the connection card."""
+
+    ok: bool
+    message: str
+    details: dict[str, str] = field(default_factory=dict)
+
+
+@dataclass
+class ExportRecord:
+    """One mapped record to export.
+
+    ``record_id`` is the core's stable key for the record (the registration id as
+    a string); adapters echo it back in the result (PowerSchool's ``client_uid``).
+    ``payload`` is flat, dotted target key -> value, exactly as the mapping engine
+    produced it. ``sis_id`` is the student's id in the SIS when known (update).
+    """
+
+    record_id: str
+    payload: dict[str, Any]
+    sis_id: str | None = None
+
+
+class Outcome(str, enum.Enum):
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+    PARTIAL = "partial"
+
+
+@dataclass
+class FieldError:
+    """Why the SIS (or the adapter's own validation) refused a field or record."""
+
+    field: str | None
+    code: str
+    message: str
+
+
+@dataclass
+class ExportResult:
+    """The outcome of one record. Exactly one per ExportRecord, keyed by record_id.
+
+    ``sent`` is the body sent for this record (no secrets), ``response`` the SIS's
+    answer for it; both are kept in the registration's sync history. ``action`` is
+    "insert" or "update" when known.
+    """
+
+    record_id: str
+    outcome: Outcome
+    sis_id: str | None = None
+    action: str | None = None
+    errors: list[FieldError] = field(default_factory=list)
+    message: str = ""
+    sent: Any = None
+    response: Any = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome != Outcome.FAILED
+
+
+# --------------------------------------------------------------------------- the base class
+
+class SISAdapter:
+    """Base class of every SIS adapter. Subclass it and register the class through
+    the ``register_sis_adapters`` hook.
+
+    The core builds one instance per connection and keeps it while the settings do
+    not change, so an adapter may hold a token and an HTTP client; ``close()`` is
+    called when it is dropped. Methods may raise AdapterError with a message for the
+    admin; any other exception is treated as a bug and reported generically.
+    """
+
+    #: short, stable identifier stored on connections, e.g. "powerschool"
+    name: ClassVar[str] = ""
+    #: what admins see as the SIS type, e.g. "PowerSchool"
+    label: ClassVar[str] = ""
+    #: the adapter's version, shown by ``enroll-sync plugins``
+    version: ClassVar[str] = "0"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        self.settings = dict(settings)
+
+    @classmethod
+    def settings_schema(cls) -> list[SettingField]:
+        """The fields of a connection's settings form."""
+        return []
+
+    def check_connection(self) -> CheckResult:
+        """Authenticate and read something cheap; explain any failure plainly."""
+        raise NotImplementedError
+
+    def target_fields(self) -> list[FieldSection]:
+        """The SIS fields a mapping can write to, grouped in sections."""
+        raise NotImplementedError
+
+    def preview(self, record: ExportRecord) -> Any:
+        """The exact body this adapter would send for ``record`` (Send Record preview)."""
+        return nest(record.payload)
+
+    def export(self, records: Sequence[ExportRecord]) -> list[ExportResult]:
+        """Send ``records``; return exactly one ExportResult per record.
+
+        Must be safe to repeat: a record exported twice (after a crash) must not
+        create a second student in the SIS.
+        """
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Release clients and sockets."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+# --------------------------------------------------------------------------- helpers
+
+def nest(flat: Mapping[str, Any]) -> dict:
+    """Turn dotted keys into nested JSON.
+
+    ``{"name.first": "A", "addresses.0.city": "X"}`` ->
+    ``{"name": {"first": "A"}, "addresses": [{"city": "X"}]}``. A numeric segment
+    makes a list; gaps are filled with empty objects. Keys are applied in order.
+    """
+    root: dict = {}
+    for key, value in flat.items():
+        parts = key.split(".")
+        node: Any = root
+        for i, part in enumerate(parts):
+            last = i == len(parts) - 1
+            nxt_is_index = not last and parts[i + 1].isdigit()
+            if isinstance(node, list):
+                idx = int(part)
+                while len(node) <= idx:
+                    node.append({})
+                if last:
+                    node[idx] = value
+                else:
+                    if not isinstance(node[idx], (dict, list)) or (nxt_is_index and not isinstance(node[idx], list)):
+                        node[idx] = [] if nxt_is_index else {}
+                    node = node[idx]
+            else:
+                if last:
+                    node[part] = value
+                else:
+                    child = node.get(part)
+                    if nxt_is_index:
+                        if not isinstance(child, list):
+                            child = node[part] = []
+                    elif not isinstance(child, dict):
+                        child = node[part] = {}
+                    node = child
+    return root

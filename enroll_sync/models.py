@@ -1,0 +1,260 @@
+"""peewee models. Every row that belongs to a district carries ``organization`` and
+every query in the web layer filters on the signed-in user's organization.
+
+The schema itself is created by the numbered migrations in ``migrations/``, not by
+``create_tables``; a migration that adds a field adds it here too.
+"""
+from __future__ import annotations
+
+import datetime as dt
+import json
+
+from peewee import (BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField,
+                    Model, TextField, BlobField)
+
+from .db import database
+
+
+def utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.timezone.utc).replace(tzinfo=None)
+
+
+class JSONText(TextField):
+    """JSON kept as text, so SQLite and PostgreSQL behave the same."""
+
+    def db_value(self, value):
+        return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
+
+    def python_value(self, value):
+        return None if value is None else json.loads(value)
+
+
+class BaseModel(Model):
+    class Meta:
+        database = database
+
+
+# --------------------------------------------------------------------------- statuses
+
+REGISTRATION_STATUSES = ("Submitted", "In Review", "Approved", "Denied", "Withdrawn")
+
+SYNC_NOT_SYNCED = "Not Synced"
+SYNC_PENDING = "Pending"
+SYNC_IN_PROGRESS = "In Progress"
+SYNC_SUCCEEDED = "Succeeded"
+SYNC_FAILED = "Failed"
+SYNC_PARTIAL = "Partial Sync"
+SYNC_STATUSES = (SYNC_NOT_SYNCED, SYNC_PENDING, SYNC_IN_PROGRESS, SYNC_SUCCEEDED, SYNC_FAILED,
+                 SYNC_PARTIAL)
+
+
+# --------------------------------------------------------------------------- tenancy and people
+
+class Organization(BaseModel):
+    name = CharField()
+    slug = CharField(unique=True)
+    #: exporting is only available to districts that use the Registration module
+    uses_registration_module = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+
+
+class User(BaseModel):
+    organization = ForeignKeyField(Organization, backref="users", on_delete="CASCADE")
+    email = CharField(unique=True)
+    name = CharField()
+    password_hash = CharField()
+    role = CharField()
+    active = BooleanField(default=True)
+    created_at = DateTimeField(default=utcnow)
+    last_login_at = DateTimeField(null=True)
+
+    # flask-login protocol
+    @property
+    def is_active(self):
+        return self.active
+
+    @property
+    def is_authenticated(self):
+        return True
+
+    @property
+    def is_anonymous(self):
+        return False
+
+    def get_id(self):
+        return str(self.id)
+
+    def can(self, permission: str) -> bool:
+        from .security import role_permissions
+        return self.active and permission in role_permissions(self.role)
+
+
+class LoginAttempt(BaseModel):
+    """Failed sign-ins, for the rate limit (shared by every process)."""
+
+    key = CharField(index=True)
+    at = DateTimeField(default=utcnow, index=True)
+
+
+# --------------------------------------------------------------------------- SIS connections
+
+class SyncConnection(BaseModel):
+    organization = ForeignKeyField(Organization, backref="connections", on_delete="CASCADE")
+    adapter = CharField()
+    name = CharField()
+    environment = CharField(default="sandbox")  # sandbox | production
+    settings = JSONText(default=dict)  # non-secret settings
+    secrets = TextField(default="")  # Fernet token of a JSON object
+    last_check_at = DateTimeField(null=True)
+    last_check_ok = BooleanField(null=True)
+    last_check_message = TextField(null=True)
+    fields_cache = JSONText(null=True)
+    fields_cached_at = DateTimeField(null=True)
+    created_at = DateTimeField(default=utcnow)
+    updated_at = DateTimeField(default=utcnow)
+
+
+class School(BaseModel):
+    organization = ForeignKeyField(Organization, backref="schools", on_delete="CASCADE")
+    name = CharField()
+    school_number = CharField()
+    low_grade = CharField(default="K")
+    high_grade = CharField(default="12")
+    kind = CharField(default="School")  # School | Program
+    sync_connection = ForeignKeyField(SyncConnection, null=True, backref="schools", on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("organization", "school_number"), True),)
+
+
+# --------------------------------------------------------------------------- the form and its answers
+
+class FormField(BaseModel):
+    """One field of the Enroll registration form (the From Enroll Field catalog)."""
+
+    organization = ForeignKeyField(Organization, backref="form_fields", on_delete="CASCADE")
+    key = CharField()
+    label = CharField()
+    section = CharField()
+    type = CharField(default="text")  # text, date, choice, phone, email, number, yesno, textarea
+    options = JSONText(default=list)
+    position = IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("organization", "key"), True),)
+
+
+class Student(BaseModel):
+    organization = ForeignKeyField(Organization, backref="students", on_delete="CASCADE")
+    schoolmint_id = CharField()
+    sis_id = CharField(null=True)
+    first_name = CharField(default="")
+    last_name = CharField(default="")
+
+    class Meta:
+        indexes = ((("organization", "schoolmint_id"), True), (("organization", "sis_id"), False))
+
+
+class Registration(BaseModel):
+    organization = ForeignKeyField(Organization, backref="registrations", on_delete="CASCADE")
+    form_id = IntegerField()  # the Registration Form ID (end of the registration's URL)
+    student = ForeignKeyField(Student, backref="registrations", on_delete="CASCADE")
+    school = ForeignKeyField(School, backref="registrations", on_delete="CASCADE")
+    grade = CharField()
+    school_year = CharField()
+    status = CharField(default="Submitted", index=True)
+    answers = JSONText(default=dict)
+    student_name = CharField(default="")  # "Last, First" for search and sort
+    submitted_at = DateTimeField(default=utcnow)
+    approved_at = DateTimeField(null=True)
+    sync_status = CharField(default=SYNC_NOT_SYNCED, index=True)
+    last_synced_at = DateTimeField(null=True)
+    sis_id = CharField(null=True)
+    #: per-record in-flight marker: the job item currently exporting this record
+    sync_lock = CharField(null=True)
+    sync_lock_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False))
+
+
+# --------------------------------------------------------------------------- mapping
+
+class Mapping(BaseModel):
+    """A connection's Export Student Mapping: rows + examples (see docs/architecture.md)."""
+
+    connection = ForeignKeyField(SyncConnection, backref="mappings", on_delete="CASCADE")
+    kind = CharField(default="export_student")
+    rows = JSONText(default=list)
+    registration_examples = JSONText(default=list)
+    student_examples = JSONText(default=list)
+    version = IntegerField(default=1)
+    updated_at = DateTimeField(default=utcnow)
+    updated_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
+
+    class Meta:
+        indexes = ((("connection", "kind"), True),)
+
+
+# --------------------------------------------------------------------------- sync jobs
+
+JOB_QUEUED = "Queued"
+JOB_RUNNING = "Running"
+JOB_DONE = "Completed"
+JOB_FAILED = "Failed"
+
+
+class SyncJob(BaseModel):
+    organization = ForeignKeyField(Organization, backref="jobs", on_delete="CASCADE")
+    created_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
+    kind = CharField(default="bulk")  # bulk | retry | test
+    retry_of = ForeignKeyField("self", null=True, on_delete="SET NULL")
+    status = CharField(default=JOB_QUEUED, index=True)
+    total = IntegerField(default=0)
+    created_at = DateTimeField(default=utcnow)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+    heartbeat_at = DateTimeField(null=True)
+    message = TextField(null=True)
+
+
+class SyncItem(BaseModel):
+    """One registration in one job: its attempt, payload sent and the SIS's answer."""
+
+    job = ForeignKeyField(SyncJob, backref="items", on_delete="CASCADE")
+    registration = ForeignKeyField(Registration, backref="sync_items", on_delete="CASCADE")
+    connection = ForeignKeyField(SyncConnection, null=True, on_delete="SET NULL")
+    status = CharField(default=SYNC_PENDING, index=True)
+    reason = TextField(null=True)
+    action = CharField(null=True)
+    sis_id = CharField(null=True)
+    sent = JSONText(null=True)
+    response = JSONText(null=True)
+    errors = JSONText(null=True)
+    started_at = DateTimeField(null=True)
+    finished_at = DateTimeField(null=True)
+
+    class Meta:
+        indexes = ((("job", "status"), False),)
+
+
+class AuditLog(BaseModel):
+    organization = ForeignKeyField(Organization, backref="audit", on_delete="CASCADE")
+    user = ForeignKeyField(User, null=True, on_delete="SET NULL")
+    action = CharField()
+    object_type = CharField()
+    object_id = CharField(null=True)
+    details = JSONText(default=dict)
+    at = DateTimeField(default=utcnow, index=True)
+
+
+class SchemaVersion(BaseModel):
+    """Which numbered migrations have run."""
+
+    version = IntegerField(primary_key=True)
+    name = CharField()
+    applied_at = DateTimeField(default=utcnow)
+
+
+ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
+              Registration, Mapping, SyncJob, SyncItem, AuditLog]

@@ -1,0 +1,63 @@
+"""Web layer: one blueprint per area and the helpers they share."""
+from __future__ import annotations
+
+import importlib
+
+from flask import abort, render_template, request
+from flask_login import current_user
+from jinja2_fragments.flask import render_block
+
+from ..models import AuditLog
+
+#: modules under enroll_sync.web that define ``bp``
+BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "sync_service", "sync_logs")
+
+
+def register_blueprints(app):
+    for name in BLUEPRINTS:
+        module = importlib.import_module(f"{__name__}.{name}")
+        app.register_blueprint(module.bp)
+    from .templating import init_templating
+    init_templating(app)
+
+
+def is_htmx() -> bool:
+    return bool(getattr(request, "htmx", False))
+
+
+def render(template: str, block: str | None = None, **context):
+    """The whole page on a normal request; only ``block`` on an HTMX request.
+
+    The block's name equals the id of the element it renders, so ``hx-target`` and
+    the fragment agree (the house rule): pass the element id (``school-list``); the
+    Jinja block carries the same name with underscores (``school_list``).
+    """
+    if block and is_htmx() and not request.headers.get("HX-Boosted"):
+        return render_block(template, block.replace("-", "_"), **context)
+    return render_template(template, **context)
+
+
+def org_id() -> int:
+    return current_user.organization_id
+
+
+def scoped(model, *fields):
+    """``model.select()`` limited to the signed-in user's organization."""
+    return model.select(*fields).where(model.organization == org_id())
+
+
+def get_scoped_or_404(model, pk):
+    try:
+        pk = int(pk)
+    except (TypeError, ValueError):
+        abort(404)
+    obj = model.get_or_none((model.id == pk) & (model.organization == org_id()))
+    if obj is None:
+        abort(404)
+    return obj
+
+
+def audit(action: str, object_type: str, object_id=None, **details):
+    AuditLog.create(organization=org_id(), user=current_user.id, action=action,
+                    object_type=object_type, object_id=None if object_id is None else str(object_id),
+                    details=details)
