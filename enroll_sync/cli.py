@@ -180,6 +180,28 @@ def users_create(email, name, role, org_slug, password):
     click.echo(f"Created {email} ({role}) in {org.name}.")
 
 
+# --------------------------------------------------------------------------- organizations
+
+@cli.group()
+def org():
+    """Organization settings."""
+
+
+@org.command("registration-module")
+@click.argument("state", type=click.Choice(["on", "off"]))
+@click.option("--org", "org_slug", default=None, help="Organization slug (default: the only one).")
+def org_registration_module(state, org_slug):
+    """Whether the district uses Enroll's Registration module (exporting needs it)."""
+    from .db import database
+    from .models import Organization
+    app = _app()
+    with app.app_context(), database.connection_context():
+        organization = _one_org(Organization, org_slug)
+        organization.uses_registration_module = state == "on"
+        organization.save()
+    click.echo(f"{organization.name}: Registration module {state}.")
+
+
 # --------------------------------------------------------------------------- plugins
 
 @cli.command()

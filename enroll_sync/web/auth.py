@@ -6,14 +6,21 @@ from urllib.parse import urlparse
 
 from flask import Blueprint, current_app, flash, redirect, render_template, request, url_for
 from flask_login import current_user, login_required, login_user, logout_user
-from werkzeug.security import check_password_hash
+from werkzeug.security import check_password_hash, generate_password_hash
 
 from ..models import LoginAttempt, User, utcnow
 
 bp = Blueprint("auth", __name__)
 
-#: a real hash to compare against when the email is unknown, so timing does not tell
-_DUMMY_HASH = "scrypt:32768:8:1$2Xy9y4bJrW2sZ1Qe$7f1b3c6d0a1f5e6b2e4d9c8a7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1f0e9d8c7b6a5f4e3d2c1b0a9f8e7d6c5b4a3f2e1d0c9b8a7f6e5d4c3b2a1"
+_dummy_hash: str | None = None
+
+
+def _dummy() -> str:
+    """A real hash to check against when the email is unknown, so timing does not tell."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = generate_password_hash("not-a-password")
+    return _dummy_hash
 
 
 def _safe_next(target: str | None) -> str | None:
@@ -51,7 +58,7 @@ def login():
             status = 429
         else:
             user = User.get_or_none(User.email == email) if email else None
-            ok = check_password_hash(user.password_hash if user else _DUMMY_HASH, password) if password else False
+            ok = check_password_hash(user.password_hash if user else _dummy(), password) if password else False
             if user and ok and user.active:
                 LoginAttempt.delete().where(LoginAttempt.key == f"email:{email}").execute()
                 user.last_login_at = utcnow()
