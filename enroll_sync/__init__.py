@@ -28,7 +28,7 @@ def __getattr__(name):
     if name in ("Transport", "OAuth2ClientCredentials", "TransportError"):
         from . import transport
         return getattr(transport, name)
-    if name in ("Step", "StepError", "StepConfigError"):
+    if name in ("Step", "StepError", "StepConfigError", "Param", "StepContext", "is_blank"):
         from .mapping import steps
         return getattr(steps, name)
     raise AttributeError(name)
