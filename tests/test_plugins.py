@@ -119,3 +119,22 @@ def test_enroll_sync_plugins_command_lists_plugins_versions_and_hooks(tmp_path):
     assert rows["sis_powerschool"]["version"] == "0.1.0"
     assert "register_sis_adapters" in rows["sis_powerschool"]["hooks"]
     assert "register_transformations" in rows["enroll_sync.mapping.builtin_steps"]["hooks"]
+
+
+def test_the_documented_step_example_works():
+    """The register_transformations example in docs/plugin_hooks.md runs as written."""
+    from enroll_sync.mapping import MappingContext, compile_mapping
+    doc = (ROOT / "docs" / "plugin_hooks.md").read_text()
+    section = doc[doc.index("## register_transformations()"):doc.index("## register_sandbox_commands")]
+    code = section.split("```python\n", 1)[1].split("```", 1)[0]
+    namespace: dict = {}
+    exec(compile(code, "plugin_hooks.md", "exec"), namespace)
+    pm = build_plugin_manager(load_entrypoints=False, extra_plugins=[type("P", (), {
+        "register_transformations": staticmethod(namespace["register_transformations"])})()])
+    steps = step_classes(pm)
+    rows = [{"to": "initials", "type": "transformation", "from": "name",
+             "steps": [{"kind": "initials", "separator": "."}]}]
+    result = compile_mapping(rows, steps=steps)({"name": "ana maria"}, MappingContext())
+    assert result.payload == {"initials": "A.M."}
+    bad = compile_mapping([{**rows[0], "steps": [{"kind": "initials", "separator": "----"}]}], steps=steps)
+    assert not bad({"name": "x"}, MappingContext()).ok

@@ -168,7 +168,7 @@ def new_page(browser, stack):
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
         page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
-                if r.status >= 500 else None)
+                if r.status >= 400 else None)
         if email:
             page.goto("/login")
             page.get_by_label("Email").fill(email)
