@@ -1,0 +1,258 @@
+"""pytest plugin for Enroll Sync and for SIS adapter authors.
+
+Registered through the ``pytest11`` entry point, so it is active in any test run
+where ``enroll-sync`` is installed. Nothing here imports Flask at module level.
+
+=============================================================================
+Adapter contract tests
+=============================================================================
+
+Subclass ``AdapterContract`` in a test module of your adapter and provide:
+
+- an ``adapter`` fixture: a configured ``SISAdapter`` instance pointing at a live
+  test server (your sandbox on 127.0.0.1; never a mock);
+- a ``make_records`` fixture: a callable ``make_records(n)`` returning ``n``
+  ``ExportRecord``s valid for that SIS. Each call must return NEW students (fresh
+  record ids and SIS keys), because several tests insert;
+- optionally a ``sis_count`` fixture: a callable returning how many students the
+  server holds (the retried-export test then checks that nothing was duplicated).
+
+::
+
+    from enroll_sync.testing import AdapterContract
+
+    class TestMyAdapterContract(AdapterContract):
+        @pytest.fixture
+        def adapter(self, my_server):
+            with MyAdapter({"base_url": my_server.url, ...}) as a:
+                yield a
+
+        @pytest.fixture
+        def make_records(self):
+            return lambda n: [ExportRecord(record_id=..., payload={...}) for ...]
+
+The checks are also available as plain functions (``settings_schema_problems``,
+``target_field_problems``) for use outside pytest.
+"""
+from __future__ import annotations
+
+import json
+from collections import Counter
+from typing import Any, Callable, Sequence
+
+import pytest
+
+from .adapters import (
+    SETTING_TYPES, Code, ExportRecord, ExportResult, FieldSection, Outcome, SettingField,
+    SISAdapter, TargetField,
+)
+
+__all__ = ["AdapterContract", "settings_schema_problems", "target_field_problems",
+           "results_by_record"]
+
+TARGET_TYPES = ("string", "date", "integer", "number", "boolean", "code")
+SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private_key")
+
+
+# ----------------------------------------------------------------------------- checks
+
+def settings_schema_problems(schema: Sequence[Any]) -> list[str]:
+    """Every way ``schema`` (an adapter's ``settings_schema()``) breaks the contract."""
+    problems = []
+    if not isinstance(schema, (list, tuple)):
+        return [f"settings_schema() must return a list, not {type(schema).__name__}"]
+    keys = Counter()
+    for i, f in enumerate(schema):
+        if not isinstance(f, SettingField):
+            problems.append(f"item {i} is a {type(f).__name__}, not a SettingField")
+            continue
+        keys[f.key] += 1
+        if not f.key or not f.key.replace("_", "").isalnum():
+            problems.append(f"{f.key!r}: keys must be non-empty identifiers")
+        if not f.label:
+            problems.append(f"{f.key!r}: has no label")
+        if f.type not in SETTING_TYPES:
+            problems.append(f"{f.key!r}: type {f.type!r} is not one of {SETTING_TYPES}")
+        lowered = f.key.lower()
+        if any(w in lowered for w in SECRET_WORDS) and f.type != "secret":
+            problems.append(f"{f.key!r}: looks like a secret but is typed {f.type!r}, "
+                            f"not 'secret' (it would be stored and shown in clear)")
+        if f.type == "secret" and f.default not in (None, ""):
+            problems.append(f"{f.key!r}: a secret must not have a default value")
+        if f.type == "choice":
+            if not f.choices:
+                problems.append(f"{f.key!r}: a choice field needs choices")
+            elif f.default is not None and f.default not in [c[0] for c in f.choices]:
+                problems.append(f"{f.key!r}: default {f.default!r} is not one of its choices")
+        if f.type in ("integer", "number") and f.default is not None:
+            if not isinstance(f.default, (int, float)) or isinstance(f.default, bool):
+                problems.append(f"{f.key!r}: default {f.default!r} is not a number")
+            else:
+                if f.min is not None and f.default < f.min:
+                    problems.append(f"{f.key!r}: default is below min")
+                if f.max is not None and f.default > f.max:
+                    problems.append(f"{f.key!r}: default is above max")
+        if f.type == "boolean" and f.default is not None and not isinstance(f.default, bool):
+            problems.append(f"{f.key!r}: a boolean default must be True or False")
+    for key, n in keys.items():
+        if n > 1:
+            problems.append(f"{key!r}: key used {n} times")
+    if "environment" in keys:
+        problems.append("'environment' is handled by the core; leave it out of the schema")
+    return problems
+
+
+def target_field_problems(sections: Sequence[Any]) -> list[str]:
+    """Every way ``sections`` (an adapter's ``target_fields()``) breaks the contract."""
+    problems = []
+    if not isinstance(sections, (list, tuple)) or not sections:
+        return ["target_fields() must return a non-empty list of FieldSection"]
+    section_keys = Counter()
+    field_keys = Counter()
+    for s in sections:
+        if not isinstance(s, FieldSection):
+            problems.append(f"{s!r} is not a FieldSection")
+            continue
+        section_keys[s.key] += 1
+        if not s.key or not s.label:
+            problems.append(f"section {s.key!r}: needs a key and a label")
+        if not s.fields:
+            problems.append(f"section {s.key!r}: has no fields")
+        for f in s.fields:
+            if not isinstance(f, TargetField):
+                problems.append(f"section {s.key!r}: {f!r} is not a TargetField")
+                continue
+            field_keys[f.key] += 1
+            if not f.key or any(not part for part in f.key.split(".")):
+                problems.append(f"{f.key!r}: keys are dotted paths without empty parts")
+            if not f.label:
+                problems.append(f"{f.key!r}: has no label")
+            if f.type not in TARGET_TYPES:
+                problems.append(f"{f.key!r}: type {f.type!r} is not one of {TARGET_TYPES}")
+            if f.max_length is not None and (not isinstance(f.max_length, int) or f.max_length <= 0):
+                problems.append(f"{f.key!r}: max_length must be a positive int")
+            if not isinstance(f.codes, tuple):
+                problems.append(f"{f.key!r}: codes must be a tuple of Code")
+            for c in f.codes:
+                if not isinstance(c, Code):
+                    problems.append(f"{f.key!r}: code {c!r} is not a Code")
+                elif not isinstance(c.value, str) or c.value == "":
+                    problems.append(f"{f.key!r}: code values must be non-empty strings")
+            values = [c.value for c in f.codes if isinstance(c, Code)]
+            if len(values) != len(set(values)):
+                problems.append(f"{f.key!r}: duplicate code values")
+            if f.type == "code" and not f.codes:
+                problems.append(f"{f.key!r}: typed 'code' but lists no codes")
+    for key, n in section_keys.items():
+        if n > 1:
+            problems.append(f"section {key!r}: key used {n} times")
+    for key, n in field_keys.items():
+        if n > 1:
+            problems.append(f"field {key!r}: key used {n} times")
+    return problems
+
+
+def results_by_record(records: Sequence[ExportRecord], results: Sequence[Any]) -> dict[str, ExportResult]:
+    """Check the one-result-per-record rule and index the results by record_id."""
+    assert isinstance(results, list), f"export() must return a list, not {type(results).__name__}"
+    for r in results:
+        assert isinstance(r, ExportResult), f"{r!r} is not an ExportResult"
+        assert isinstance(r.outcome, Outcome), f"{r.record_id}: outcome {r.outcome!r} is not an Outcome"
+    ids = [r.record_id for r in results]
+    dupes = [k for k, n in Counter(ids).items() if n > 1]
+    assert not dupes, f"several results for the same record: {dupes}"
+    expected = {r.record_id for r in records}
+    assert set(ids) == expected, (
+        f"results must match the records one to one; missing {sorted(expected - set(ids))}, "
+        f"unexpected {sorted(set(ids) - expected)}")
+    return {r.record_id: r for r in results}
+
+
+def _describe(result: ExportResult) -> str:
+    errors = "; ".join(f"{e.field}: {e.code} {e.message}" for e in result.errors)
+    return f"{result.record_id}: {result.outcome.value} {result.message} {errors}".strip()
+
+
+# ----------------------------------------------------------------------------- the contract
+
+class AdapterContract:
+    """Contract tests every SIS adapter must pass against its live test server.
+
+    Subclass it as ``Test...`` (so pytest collects it) and provide the fixtures
+    described in the module docstring.
+    """
+
+    #: how many records the batch tests export
+    contract_batch_size = 5
+
+    @pytest.fixture
+    def sis_count(self) -> Callable[[], int] | None:
+        """Override to return a callable counting the students in the test server."""
+        return None
+
+    # -- settings and fields
+    def test_settings_schema_is_valid(self, adapter: SISAdapter):
+        assert isinstance(adapter, SISAdapter)
+        assert type(adapter).name and type(adapter).label, "set the name and label class attributes"
+        problems = settings_schema_problems(type(adapter).settings_schema())
+        assert not problems, "\n".join(problems)
+
+    def test_target_fields_are_well_formed(self, adapter: SISAdapter):
+        sections = adapter.target_fields()
+        problems = target_field_problems(sections)
+        assert not problems, "\n".join(problems)
+
+    def test_check_connection_succeeds(self, adapter: SISAdapter):
+        result = adapter.check_connection()
+        assert result.ok, result.message
+        assert result.message
+
+    # -- preview and export
+    def test_preview_is_json_serialisable(self, adapter: SISAdapter, make_records):
+        for record in make_records(2):
+            body = adapter.preview(record)
+            json.dumps(body)  # raises when not serialisable
+            assert body, "preview() returned an empty body for a valid record"
+
+    def test_batch_export_returns_one_result_per_record(self, adapter: SISAdapter, make_records,
+                                                        sis_count):
+        records = make_records(self.contract_batch_size)
+        before = sis_count() if sis_count else None
+        results = adapter.export(records)
+        by_id = results_by_record(records, results)
+        failed = [_describe(r) for r in by_id.values() if not r.ok]
+        assert not failed, "valid records failed:\n" + "\n".join(failed)
+        for r in by_id.values():
+            assert r.sis_id, f"{r.record_id}: a succeeded record must carry its SIS id"
+        if sis_count:
+            assert sis_count() == before + len(records), "each new record adds one student"
+
+    def test_export_result_order_does_not_matter(self, adapter: SISAdapter, make_records):
+        records = list(reversed(make_records(3)))
+        results = adapter.export(records)
+        by_id = results_by_record(records, results)
+        assert all(r.ok for r in by_id.values()), [_describe(r) for r in by_id.values()]
+
+    def test_retried_export_does_not_duplicate(self, adapter: SISAdapter, make_records, sis_count):
+        records = make_records(self.contract_batch_size)
+        first = results_by_record(records, adapter.export(records))
+        assert all(r.ok for r in first.values()), [_describe(r) for r in first.values()]
+        after_first = sis_count() if sis_count else None
+        # The same records again, as after a crash: no SIS id known to the core.
+        again = [ExportRecord(record_id=r.record_id, payload=dict(r.payload), sis_id=None)
+                 for r in records]
+        second = results_by_record(again, adapter.export(again))
+        assert all(r.ok for r in second.values()), [_describe(r) for r in second.values()]
+        for rid, r in second.items():
+            assert r.action != "insert", f"{rid}: exported again, it must not be inserted again"
+            assert r.sis_id == first[rid].sis_id, f"{rid}: matched a different student"
+        if sis_count:
+            assert sis_count() == after_first, "a retried export created duplicate students"
+
+    def test_export_of_nothing_returns_nothing(self, adapter: SISAdapter):
+        assert adapter.export([]) == []
+
+
+# =============================================================================
+# App fixtures (owned by the core; add below this line)
+# =============================================================================

@@ -1,0 +1,856 @@
+"""``GenericRestAdapter``: any JSON REST SIS described by OpenAPI 3 / Swagger 2 or a
+JSON Schema (Ed-Fi ODS/API is the main example).
+
+The description tells the adapter which fields exist (``target_fields``) and what a
+valid request body is: every record is checked against the request schema before it
+is sent, so a record the SIS would refuse for its shape is reported with the
+schema's own message and never leaves. HTTP goes through the core's shared
+``Transport`` (keep-alive, pacing, retries for 429/503/5xx, one token refresh on
+401, secrets redacted); outcomes are read from the status code, the configured id
+location (a JSON Pointer into the body or the ``Location`` header) and error bodies
+— RFC 9457 problem details (Ed-Fi's ``validationErrors``), common ``{"message",
+"errors"}`` shapes, and bodies that are not JSON at all.
+"""
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import decimal
+import html
+import logging
+import re
+import threading
+from typing import Any, Mapping, Sequence
+from urllib.parse import unquote, urlsplit
+
+from enroll_sync import (AdapterError, CheckResult, ExportRecord, ExportResult, FieldError,
+                         FieldSection, Outcome, SettingField, SISAdapter, nest)
+from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
+
+from .schema import (PASTED_URI, ApiDescription, OperationRef, json_path_to_field, load_description,
+                     parse_document, parse_operation)
+
+__all__ = ["GenericRestAdapter"]
+
+log = logging.getLogger("sis_generic")
+
+AUTH_MODES = (
+    ("none", "None"),
+    ("api_key", "API key header"),
+    ("bearer", "Bearer token"),
+    ("basic", "HTTP basic (user name and password)"),
+    ("oauth2", "OAuth2 client credentials"),
+)
+SCHEMA_SOURCES = (
+    ("openapi_url", "OpenAPI / Swagger document at a URL"),
+    ("openapi_text", "OpenAPI / Swagger document (pasted)"),
+    ("json_schema_url", "JSON Schema at a URL"),
+    ("json_schema_text", "JSON Schema (pasted)"),
+)
+REQUEST_MODES = (
+    ("single", "One record per request"),
+    ("array", "An array of records per request"),
+)
+LOCATION_HEADER = "Location header"
+ACCEPT_JSON = {"Accept": "application/json"}
+#: errors that say "the SIS cannot be used right now": stop sending the rest of the batch
+STOP_KINDS = frozenset({"unreachable", "tls", "auth"})
+SLOW_KINDS = frozenset({"timeout", "retries"})
+NOT_CONFIRMED = "The SIS never confirmed the record, so it is not marked as synced."
+
+
+def _is_location(value: str) -> bool:
+    return value.strip().lower() in ("", "location", "location header", "header:location",
+                                     "header: location", "location: header")
+
+
+def _snippet(text: str, limit: int = 160) -> str:
+    text = re.sub(r"(?is)<(script|style)\b.*?</\1>", " ", text or "")
+    text = html.unescape(re.sub(r"<[^>]+>", " ", text))
+    text = " ".join(text.split())
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def _pointer_get(doc: Any, pointer: str) -> Any:
+    if pointer in ("", "/"):
+        return doc if pointer == "" else (doc.get("") if isinstance(doc, dict) else None)
+    cur = doc
+    for raw in pointer.split("/")[1:]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(cur, dict) and token in cur:
+            cur = cur[token]
+        elif isinstance(cur, list) and token.isdigit() and int(token) < len(cur):
+            cur = cur[int(token)]
+        else:
+            return None
+    return cur
+
+
+def _jsonable(value: Any) -> Any:
+    """Values the mapping may hand over that JSON has no type for."""
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    if isinstance(value, (dt.date, dt.datetime, dt.time)):
+        return value.isoformat()
+    if isinstance(value, decimal.Decimal):
+        return int(value) if value == value.to_integral_value() else float(value)
+    if isinstance(value, (list, tuple)):
+        return [_jsonable(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    return str(value)
+
+
+def _coerce(value: Any, ftype: str | None) -> Any:
+    """Form answers arrive as text; send numbers and booleans as the schema types them."""
+    if not isinstance(value, str) or ftype not in ("integer", "number", "boolean"):
+        return value
+    text = value.strip()
+    if ftype == "integer" and re.fullmatch(r"[+-]?\d+", text):
+        return int(text)
+    if ftype == "number" and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
+        number = float(text)
+        return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
+    if ftype == "boolean":
+        low = text.lower()
+        if low in ("true", "yes", "y", "1", "t"):
+            return True
+        if low in ("false", "no", "n", "0", "f"):
+            return False
+    return value
+
+
+class GenericRestAdapter(SISAdapter):
+    """Export to any JSON REST API described by OpenAPI / Swagger or JSON Schema."""
+
+    name = "generic_rest"
+    label = "Generic REST (OpenAPI / JSON Schema)"
+    version = "0.1.0"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        super().__init__(settings)
+        self._lock = threading.RLock()
+        self._transport: Transport | None = None
+        self._plain: Transport | None = None
+        self._api: ApiDescription | None = None
+
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def settings_schema(cls) -> list[SettingField]:
+        return [
+            SettingField("base_url", "Base URL", "url", required=True,
+                         help="The API's root; operation paths are appended to it, e.g. "
+                              "https://sis.example.org (Ed-Fi: the ODS/API root, without /data/v3)."),
+            SettingField("auth_mode", "Authentication", "choice", required=True, default="oauth2",
+                         choices=AUTH_MODES),
+            SettingField("header_name", "API key header name", default="X-API-Key",
+                         help="API key header authentication: the header that carries the key."),
+            SettingField("api_key", "API key", "secret"),
+            SettingField("bearer_token", "Bearer token", "secret",
+                         help="Sent as \"Authorization: Bearer …\" with every request."),
+            SettingField("username", "User name", help="HTTP basic authentication."),
+            SettingField("password", "Password", "secret", help="HTTP basic authentication."),
+            SettingField("oauth_url", "Token URL", "url",
+                         help="OAuth2 client credentials; blank means {base URL}/oauth/token."),
+            SettingField("client_id", "Client ID (key)", help="OAuth2 client credentials."),
+            SettingField("client_secret", "Client secret", "secret", help="OAuth2 client credentials."),
+            SettingField("schema_source", "Field list from", "choice", required=True,
+                         default="openapi_url", choices=SCHEMA_SOURCES),
+            SettingField("schema_url", "Schema URL", "url",
+                         help="The OpenAPI/Swagger or JSON Schema document; a path such as "
+                              "/metadata/data/v3/swagger.json is relative to the base URL."),
+            SettingField("schema_text", "Schema document", "text",
+                         help="Paste the OpenAPI/Swagger or JSON Schema document (JSON)."),
+            SettingField("create_operation", "Create operation", required=True,
+                         default="POST /data/v3/ed-fi/students",
+                         help="Method and path (after the base URL) that creates a student, "
+                              "e.g. POST /data/v3/ed-fi/students."),
+            SettingField("update_operation", "Update operation",
+                         help="e.g. PUT /data/v3/ed-fi/students/{id}, used for students whose SIS "
+                              "id is known. Blank: the create operation upserts (Ed-Fi's POST "
+                              "matches on the natural key)."),
+            SettingField("request_mode", "Records per request", "choice", default="single",
+                         choices=REQUEST_MODES),
+            SettingField("batch_size", "Batch size", "integer", default=25, min=1, max=1000,
+                         help="Records per request when sending an array."),
+            SettingField("id_location", "Where the new id is", default=LOCATION_HEADER,
+                         help="\"Location header\" (its last path segment), or a JSON Pointer "
+                              "into the response body such as /id or /data/id."),
+            SettingField("timeout", "Timeout (seconds)", "number", default=30, min=1, max=600),
+            SettingField("min_interval", "Minimum interval between requests (seconds)", "number",
+                         default=0, min=0, max=60),
+            SettingField("max_attempts", "Attempts per request", "integer", default=4, min=1, max=10,
+                         help="How often a request is tried when the SIS is busy (429/503) or "
+                              "failing (5xx, timeouts)."),
+            SettingField("retry_backoff", "First retry wait (seconds)", "number", default=1.0,
+                         min=0, max=60, help="Doubles on each retry unless the SIS says Retry-After."),
+        ]
+
+    def _s(self, key: str, default: str = "") -> str:
+        value = self.settings.get(key)
+        if value is None:
+            return default
+        text = str(value).strip()
+        return text if text else default
+
+    def _num(self, key: str, default: float, lo: float, hi: float, *, integer: bool = False) -> float:
+        raw = self.settings.get(key)
+        if raw is None or (isinstance(raw, str) and not raw.strip()):
+            value = default
+        else:
+            try:
+                value = float(raw)
+            except (TypeError, ValueError):
+                label = next((f.label for f in self.settings_schema() if f.key == key), key)
+                raise AdapterError(f"{label} must be a number, not {str(raw)[:40]!r}.") from None
+        value = min(max(value, lo), hi)
+        return int(value) if integer else value
+
+    def _secret_values(self) -> list[str]:
+        keys = [f.key for f in self.settings_schema() if f.secret]
+        return [str(self.settings[k]) for k in keys if self.settings.get(k)]
+
+    def _redact(self, text: str) -> str:
+        text = str(text)
+        if self._transport is not None:
+            return self._transport.redact(text)
+        for secret in sorted(self._secret_values(), key=len, reverse=True):
+            if len(secret) >= 3:
+                text = text.replace(secret, "[redacted]")
+        return text
+
+    def _redact_obj(self, value: Any) -> Any:
+        """``_redact`` through a parsed JSON answer (kept in the sync history)."""
+        if isinstance(value, str):
+            return self._redact(value)
+        if isinstance(value, list):
+            return [self._redact_obj(v) for v in value]
+        if isinstance(value, dict):
+            return {self._redact(str(k)): self._redact_obj(v) for k, v in value.items()}
+        return value
+
+    @property
+    def base_url(self) -> str:
+        base = self._s("base_url").rstrip("/")
+        if not base:
+            raise AdapterError("Set the base URL of the SIS API.")
+        parts = urlsplit(base)
+        if parts.scheme not in ("http", "https") or not parts.netloc:
+            raise AdapterError("The base URL must start with https:// (or http://) and name a host.")
+        return base
+
+    def _url(self, path_or_url: str) -> str:
+        if re.match(r"^https?://", path_or_url, re.I):
+            return path_or_url
+        return self.base_url + "/" + path_or_url.lstrip("/")
+
+    @property
+    def array_mode(self) -> bool:
+        return self._s("request_mode", "single") == "array"
+
+    # ------------------------------------------------------------------ transport
+    def _get_transport(self) -> Transport:
+        with self._lock:
+            if self._transport is None:
+                self._transport = self._build_transport(with_auth=True)
+            return self._transport
+
+    def _plain_transport(self) -> Transport:
+        with self._lock:
+            if self._plain is None:
+                self._plain = self._build_transport(with_auth=False)
+            return self._plain
+
+    def _build_transport(self, *, with_auth: bool) -> Transport:
+        base = self.base_url
+        headers = {"User-Agent": f"EnrollSync-GenericREST/{self.version}"}
+        secrets = self._secret_values()
+        auth = None
+        mode = self._s("auth_mode", "none")
+        if with_auth:
+            if mode == "none":
+                pass
+            elif mode == "api_key":
+                header = self._s("header_name", "X-API-Key")
+                if not re.fullmatch(r"[!#$%&'*+.^_`|~0-9A-Za-z-]+", header):
+                    raise AdapterError(f"The API key header name {header[:60]!r} is not a valid "
+                                       f"HTTP header name.")
+                key = self._s("api_key")
+                if not key:
+                    raise AdapterError("The API key is missing.")
+                headers[header] = key
+            elif mode == "bearer":
+                token = self._s("bearer_token")
+                if not token:
+                    raise AdapterError("The bearer token is missing.")
+                headers["Authorization"] = f"Bearer {token}"
+            elif mode == "basic":
+                user, password = self._s("username"), str(self.settings.get("password") or "")
+                if not user or not password:
+                    raise AdapterError("HTTP basic authentication needs a user name and a password.")
+                encoded = base64.b64encode(f"{user}:{password}".encode()).decode()
+                headers["Authorization"] = f"Basic {encoded}"
+                secrets.append(encoded)
+            elif mode == "oauth2":
+                cid, csecret = self._s("client_id"), self._s("client_secret")
+                if not cid or not csecret:
+                    raise AdapterError("OAuth2 needs a client ID and a client secret.")
+                token_url = self._url(self._s("oauth_url") or "/oauth/token")
+                auth = OAuth2ClientCredentials(token_url, cid, csecret)
+            else:
+                raise AdapterError(f"Unknown authentication {mode[:30]!r}; choose one of "
+                                   f"{', '.join(k for k, _ in AUTH_MODES)}.")
+        backoff = self._num("retry_backoff", 1.0, 0, 60)
+        return Transport(base, timeout=self._num("timeout", 30, 1, 600),
+                         min_interval=self._num("min_interval", 0, 0, 60),
+                         max_attempts=self._num("max_attempts", 4, 1, 10, integer=True),
+                         backoff=backoff, max_backoff=max(30.0, backoff * 8),
+                         auth=auth, headers=headers, secrets=secrets)
+
+    def _same_origin(self, url: str) -> bool:
+        a, b = urlsplit(url), urlsplit(self.base_url)
+        return (a.scheme.lower(), a.hostname, a.port) == (b.scheme.lower(), b.hostname, b.port)
+
+    def _fetch(self, url: str) -> Any:
+        """GET a schema document. Credentials go only to the SIS's own origin."""
+        transport = self._get_transport() if self._same_origin(url) else self._plain_transport()
+        shown = self._redact(url)
+        try:
+            resp = transport.request("GET", url, headers=ACCEPT_JSON)
+        except TransportError as exc:
+            raise AdapterError(f"Could not fetch the schema from {shown}: {exc}") from None
+        status = resp.status_code
+        if 300 <= status < 400:
+            where = resp.headers.get("Location", "")
+            raise AdapterError(f"The schema URL {shown} answered a redirect (HTTP {status}"
+                               f"{' to ' + self._redact(where) if where else ''}); use the final URL.")
+        if status in (401, 403):
+            raise AdapterError(f"The schema URL {shown} refused access (HTTP {status}); check the "
+                               f"authentication settings.")
+        if not resp.is_success:
+            raise AdapterError(f"The schema URL {shown} answered HTTP {status}"
+                               f"{' (not found)' if status == 404 else ''}.")
+        return parse_document(resp.text, f"The schema at {shown}")
+
+    # ------------------------------------------------------------------ the description
+    def _load(self) -> ApiDescription:
+        create = parse_operation(self.settings.get("create_operation"), "The create operation",
+                                 allow_placeholder=False)
+        if create is None:
+            raise AdapterError("Set the create operation, e.g. \"POST /data/v3/ed-fi/students\".")
+        update = parse_operation(self.settings.get("update_operation"), "The update operation",
+                                 allow_placeholder=True)
+        id_location = self._s("id_location", LOCATION_HEADER)
+        if not _is_location(id_location) and not id_location.startswith("/"):
+            raise AdapterError("\"Where the new id is\" must be \"Location header\" or a JSON "
+                               f"Pointer such as /id, not {id_location[:60]!r}.")
+        source = self._s("schema_source", "openapi_url")
+        if source not in dict(SCHEMA_SOURCES):
+            raise AdapterError(f"Unknown schema source {source[:30]!r}.")
+        kind = "openapi" if source.startswith("openapi") else "jsonschema"
+        if source.endswith("_url"):
+            raw = self._s("schema_url")
+            if not raw:
+                raise AdapterError("Set the schema URL (or choose a pasted document as the source).")
+            url = self._url(raw)
+            document = self._fetch(url)
+            uri = url
+        else:
+            document = parse_document(self._s("schema_text"), "The pasted schema document")
+            uri = PASTED_URI
+        return load_description(kind=kind, document=document, uri=uri, fetch=self._fetch,
+                                create=create, update=update)
+
+    def _description(self, *, fresh: bool = False) -> ApiDescription:
+        with self._lock:
+            if self._api is None or fresh:
+                self._api = None
+                self._api = self._load()
+            return self._api
+
+    # ------------------------------------------------------------------ contract: fields
+    def target_fields(self) -> list[FieldSection]:
+        try:
+            return list(self._description().sections)
+        except AdapterError as exc:
+            raise AdapterError(self._redact(str(exc))) from None
+
+    # ------------------------------------------------------------------ bodies
+    def _record_body(self, record: ExportRecord, api: ApiDescription) -> dict:
+        types = api.field_types()
+        flat = {}
+        for key, value in record.payload.items():
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue  # a blank answer is not sent
+            norm = re.sub(r"(?<=\.)\d+(?=\.|$)", "0", str(key))
+            flat[str(key)] = _coerce(_jsonable(value), types.get(norm))
+        return nest(flat)
+
+    def _is_update(self, record: ExportRecord, api: ApiDescription) -> bool:
+        return bool(record.sis_id) and api.update is not None
+
+    def _request_body(self, body: dict, api: ApiDescription, update: bool) -> Any:
+        if not update and (self.array_mode or api.body_is_array):
+            return [body]
+        return body
+
+    def preview(self, record: ExportRecord) -> Any:
+        """Exactly the body ``export`` sends for ``record`` alone."""
+        try:
+            api = self._description()
+        except AdapterError as exc:
+            raise AdapterError(self._redact(str(exc))) from None
+        update = self._is_update(record, api)
+        return self._request_body(self._record_body(record, api), api, update)
+
+    # ------------------------------------------------------------------ contract: check
+    def check_connection(self) -> CheckResult:
+        try:
+            transport = self._get_transport()
+            if transport.auth is not None:
+                try:
+                    transport.auth.token(transport)
+                except TransportError as exc:
+                    return CheckResult(False, self._redact(f"Authentication failed: {exc}"))
+            api = self._description(fresh=True)
+        except AdapterError as exc:
+            return CheckResult(False, self._redact(str(exc)))
+        notes = []
+        if "{" not in api.create.path:
+            path = api.create.path
+            try:
+                resp = transport.request("GET", self._url(path), params={"limit": 1},
+                                         headers=ACCEPT_JSON, retry=False)
+            except TransportError as exc:
+                if exc.status is not None:  # it answered, with 5xx
+                    return CheckResult(False, self._redact(
+                        f"The schema was read, but the SIS is failing: {exc} Try again later; "
+                        f"records are not marked as synced while it fails."))
+                return CheckResult(False, self._redact(f"The schema was read, but the SIS could not "
+                                                       f"be reached: {exc}"))
+            if resp.status_code == 401:
+                return CheckResult(False, f"The schema was read, but the SIS refused the credentials "
+                                          f"(GET {path} answered HTTP 401). Check the authentication "
+                                          f"settings.")
+            parsed, is_json, text = self._parse(resp)
+            if resp.is_success and text.strip() and not is_json:
+                ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
+                return CheckResult(False, self._redact(
+                    f"The schema was read, but GET {path} answered with a body that is not JSON "
+                    f"({ctype}: “{_snippet(text)}”). Check the base URL — a proxy or login page "
+                    f"may be answering instead of the API."))
+            if resp.status_code == 429:
+                notes.append(f"The SIS is rate limiting (GET {path} answered HTTP 429).")
+            if resp.status_code == 403:
+                notes.append(f"GET {path} answered HTTP 403: this client may not read "
+                             f"{api.resource.lower()} records (writing may still be allowed).")
+        fields = api.fields
+        required = api.required
+        shown = ", ".join(required[:8]) + (" …" if len(required) > 8 else "")
+        message = (f"Connected. {api.resource} ({api.create}): {len(fields)} fields, "
+                   f"{len(required)} required{': ' + shown if required else ''}. "
+                   + (f"Updates use {api.update}." if api.update else "The create operation upserts.")
+                   + (" " + " ".join(notes) if notes else ""))
+        kind = {"openapi": "OpenAPI", "swagger": "Swagger", "jsonschema": "JSON Schema"}[api.kind]
+        details = {
+            "resource": api.resource,
+            "schema": f"{kind} {api.version if api.kind != 'jsonschema' else ''}".strip()
+                      + f" ({self._redact(api.source)})",
+            "create operation": str(api.create),
+            "update operation": str(api.update) if api.update else "the create operation upserts",
+            "fields": str(len(fields)),
+            "required": ", ".join(required) or "none",
+        }
+        return CheckResult(True, self._redact(message), details)
+
+    # ------------------------------------------------------------------ contract: export
+    def export(self, records: Sequence[ExportRecord]) -> list[ExportResult]:
+        records = list(records)
+        if not records:
+            return []
+        results: list[ExportResult | None] = [None] * len(records)
+        try:
+            transport = self._get_transport()
+            api = self._description()
+            size = self._num("batch_size", 25, 1, 1000, integer=True)
+        except AdapterError as exc:
+            msg = self._redact(str(exc))
+            return [self._failed(r, f"Not sent: {msg}", code="configuration") for r in records]
+
+        singles: list[tuple[int, ExportRecord, Any, bool]] = []
+        batched: list[tuple[int, ExportRecord, Any]] = []
+        for i, record in enumerate(records):
+            try:
+                update = self._is_update(record, api)
+                body = self._record_body(record, api)
+                errors = api.validate(body, update=update)
+            except AdapterError as exc:
+                results[i] = self._failed(record, f"Not sent: {self._redact(str(exc))}", code="schema")
+                continue
+            except Exception:  # a bug, but one record must not sink the others
+                log.exception("generic_rest: could not prepare record %s", record.record_id)
+                results[i] = self._failed(record, "Not sent: the generic REST adapter could not "
+                                                  "prepare this record (internal error).",
+                                          code="internal")
+                continue
+            if errors:
+                first = "; ".join(f"{e.field + ': ' if e.field else ''}{e.message}" for e in errors[:3])
+                more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+                results[i] = ExportResult(
+                    record_id=record.record_id, outcome=Outcome.FAILED, sis_id=record.sis_id,
+                    errors=errors,
+                    message=f"Not sent: the record does not match the SIS schema — {first}{more}.")
+                continue
+            if self.array_mode and not update:
+                batched.append((i, record, body))
+            else:
+                singles.append((i, record, self._request_body(body, api, update), update))
+
+        stop: str | None = None
+        slow_failures = 0
+        for i, record, body, update in singles:
+            if stop:
+                results[i] = self._failed(record, f"Not sent: {stop}", code="not_sent")
+                continue
+            try:
+                result, kind = self._send_one(transport, api, record, body, update)
+            except Exception:  # a bug; still exactly one honest result per record
+                log.exception("generic_rest: sending record %s failed", record.record_id)
+                result, kind = self._failed(record, "Not synced: the generic REST adapter failed "
+                                                    "while sending this record (internal error); "
+                                                    "it is not marked as synced.",
+                                            code="internal", sent=body), None
+            results[i] = result
+            if kind in STOP_KINDS:
+                stop = self._stop_reason(result)
+            elif kind in SLOW_KINDS:
+                slow_failures += 1
+                if slow_failures >= 2:
+                    stop = self._stop_reason(result)
+            else:
+                slow_failures = 0
+
+        for start in range(0, len(batched), size):
+            chunk = batched[start:start + size]
+            if stop:
+                for i, record, _ in chunk:
+                    results[i] = self._failed(record, f"Not sent: {stop}", code="not_sent")
+                continue
+            try:
+                out, kind = self._send_batch(transport, api, chunk)
+            except Exception:
+                log.exception("generic_rest: sending a batch of %d failed", len(chunk))
+                out = [self._failed(record, "Not synced: the generic REST adapter failed while "
+                                            "sending this batch (internal error); it is not marked "
+                                            "as synced.", code="internal", sent=body)
+                       for _, record, body in chunk]
+                kind = None
+            for (i, _, _), result in zip(chunk, out):
+                results[i] = result
+            if kind in STOP_KINDS or kind in SLOW_KINDS:
+                stop = self._stop_reason(out[0])
+
+        return [r if r is not None else
+                self._failed(records[i], "Not synced: the generic REST adapter lost track of this "
+                                         "record (internal error).", code="internal")
+                for i, r in enumerate(results)]
+
+    @staticmethod
+    def _stop_reason(result: ExportResult) -> str:
+        text = result.message.replace(NOT_CONFIRMED, "").strip()
+        for prefix in ("Not synced: ", "Not sent: "):
+            if text.startswith(prefix):
+                text = text[len(prefix):]
+        return f"held back because the SIS failed for an earlier record — {text}"
+
+    def _failed(self, record: ExportRecord, message: str, *, code: str, sent: Any = None,
+                response: Any = None, errors: list[FieldError] | None = None) -> ExportResult:
+        return ExportResult(record_id=record.record_id, outcome=Outcome.FAILED, sis_id=record.sis_id,
+                            errors=list(errors or []) or [FieldError(None, code, message)],
+                            message=message, sent=sent, response=response)
+
+    # ------------------------------------------------------------------ sending
+    def _send_one(self, transport: Transport, api: ApiDescription, record: ExportRecord,
+                  body: Any, update: bool) -> tuple[ExportResult, str | None]:
+        op = api.update if update else api.create
+        url = self._url(op.url_path(record.sis_id) if update else op.path)
+        try:
+            resp = transport.request(op.method, url, json=body, headers=ACCEPT_JSON)
+        except TransportError as exc:
+            return self._from_transport_error(record, body, exc), exc.kind
+        result = self._from_response(record, body, resp, op, update)
+        kind = "auth" if resp.status_code in (401, 403) else None
+        return result, kind
+
+    def _send_batch(self, transport: Transport, api: ApiDescription,
+                    chunk: list[tuple[int, ExportRecord, Any]]) -> tuple[list[ExportResult], str | None]:
+        op = api.create
+        bodies = [b for _, _, b in chunk]
+        try:
+            resp = transport.request(op.method, self._url(op.path), json=bodies, headers=ACCEPT_JSON)
+        except TransportError as exc:
+            return [self._from_transport_error(r, b, exc) for _, r, b in chunk], exc.kind
+        status = resp.status_code
+        parsed, is_json, text = self._parse(resp)
+        response_info = self._response_info(resp, parsed, is_json, text)
+        out: list[ExportResult] = []
+        if 200 <= status < 300:
+            if text.strip() and not is_json:
+                message = self._not_json_message(resp, text)
+                return [self._failed(r, message, code="not_json", sent=b, response=response_info)
+                        for _, r, b in chunk], None
+            items = parsed if isinstance(parsed, list) and len(parsed) == len(chunk) else None
+            for n, (_, record, body) in enumerate(chunk):
+                item = items[n] if items is not None else None
+                out.append(self._batch_item_result(record, body, status, item, response_info))
+            return out, None
+        detail, errors, code = self._error_details(parsed, is_json, text, status)
+        by_index: dict[int, list[FieldError]] = {}
+        unplaced: list[FieldError] = []
+        for index, err in errors:
+            if index is not None and 0 <= index < len(chunk):
+                by_index.setdefault(index, []).append(err)
+            else:
+                unplaced.append(err)
+        base = self._status_message(status, op, None, detail)
+        for n, (_, record, body) in enumerate(chunk):
+            mine = by_index.get(n)
+            if mine:
+                msg = (f"Not synced: the SIS refused this record (HTTP {status}): "
+                       + "; ".join(f"{e.field + ': ' if e.field else ''}{e.message}" for e in mine[:3]))
+                out.append(self._failed(record, self._redact(msg), code=code, sent=body,
+                                        response=response_info, errors=mine + unplaced))
+            elif by_index:
+                msg = (f"Not synced: the SIS refused the whole batch because of other records "
+                       f"(HTTP {status}); send it again once they are fixed.")
+                out.append(self._failed(record, msg, code="batch_refused", sent=body, response=response_info))
+            else:
+                out.append(self._failed(record, self._redact(base), code=code, sent=body,
+                                        response=response_info, errors=unplaced))
+        kind = "auth" if status in (401, 403) else None
+        return out, kind
+
+    def _batch_item_result(self, record: ExportRecord, body: Any, status: int, item: Any,
+                           response_info: dict) -> ExportResult:
+        if item is not None:  # keep this record's own answer, not the whole batch's
+            response_info = {k: v for k, v in response_info.items() if k != "body"}
+        item_status = None
+        if isinstance(item, dict):
+            raw = item.get("status", item.get("statusCode", item.get("code")))
+            if isinstance(raw, int) and not isinstance(raw, bool):
+                item_status = raw
+            elif isinstance(raw, str) and raw.isdigit():
+                item_status = int(raw)
+            failed = (item_status is not None and not 200 <= item_status < 300) or (
+                item_status is None and (item.get("errors") or item.get("error")))
+            if failed:
+                s = item_status or status
+                detail, errors, code = self._error_details(item, True, "", s)
+                msg = self._status_message(s, self._description().create, None, detail)
+                return self._failed(record, self._redact(msg), code=code, sent=body,
+                                    response={**response_info, "item": self._redact_obj(item)},
+                                    errors=[e for _, e in errors])
+        sis_id = self._id_from(None, item) if item is not None else None
+        s = item_status or status
+        action = "insert" if s == 201 else ("update" if self._description().update is None and s == 200
+                                            else None)
+        message = f"Sent to the SIS in a batch (HTTP {s})" + (f"; id {sis_id}." if sis_id else
+                                                               "; the answer carried no id for it.")
+        return ExportResult(record_id=record.record_id, outcome=Outcome.SUCCEEDED, sis_id=sis_id,
+                            action=action, message=message, sent=body,
+                            response=({**response_info, "item": self._redact_obj(item)}
+                                      if item is not None else response_info))
+
+    # ------------------------------------------------------------------ reading answers
+    @staticmethod
+    def _parse(resp) -> tuple[Any, bool, str]:
+        text = resp.text or ""
+        if not text.strip():
+            return None, False, text
+        try:
+            return resp.json(), True, text
+        except ValueError:
+            return None, False, text
+
+    def _response_info(self, resp, parsed: Any, is_json: bool, text: str) -> dict:
+        info: dict[str, Any] = {"status": resp.status_code}
+        location = resp.headers.get("Location")
+        if location:
+            info["location"] = self._redact(location)
+        if is_json:
+            info["body"] = self._redact_obj(parsed)
+        elif text.strip():
+            info["body_text"] = self._redact(_snippet(text, 500))
+            info["content_type"] = resp.headers.get("Content-Type", "")
+        return info
+
+    def _id_from(self, resp, parsed: Any) -> str | None:
+        where = self._s("id_location", LOCATION_HEADER)
+        value = None
+        if not _is_location(where) and parsed is not None:
+            found = _pointer_get(parsed, where)
+            if isinstance(found, (str, int)) and not isinstance(found, bool) and str(found) != "":
+                value = str(found)
+        if value is None and resp is not None:
+            location = resp.headers.get("Location")
+            if location:
+                segments = [s for s in urlsplit(location).path.split("/") if s]
+                if segments:
+                    value = unquote(segments[-1])
+        return value
+
+    def _not_json_message(self, resp, text: str) -> str:
+        ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
+        return self._redact(
+            f"Not synced: the SIS answered HTTP {resp.status_code} with a body that is not JSON "
+            f"({ctype}: “{_snippet(text)}”), so the record is not marked as synced. Check the base "
+            f"URL and the operation — a proxy or login page may be answering instead of the API.")
+
+    def _error_details(self, parsed: Any, is_json: bool, text: str,
+                       status: int) -> tuple[str, list[tuple[int | None, FieldError]], str]:
+        """(detail, [(batch index, FieldError)], code) from an error body of any shape."""
+        code = f"http_{status}"
+        detail = ""
+        errors: list[tuple[int | None, FieldError]] = []
+
+        def add_map(mapping: dict, err_code: str) -> None:
+            for key, msgs in mapping.items():
+                index, fname = json_path_to_field(key)
+                for m in (msgs if isinstance(msgs, list) else [msgs]):
+                    if isinstance(m, dict):
+                        m = m.get("message") or m.get("detail") or str(m)
+                    errors.append((index, FieldError(fname, err_code, self._redact(str(m)))))
+
+        def add_list(items: list, err_code: str) -> None:
+            for e in items:
+                if isinstance(e, str):
+                    errors.append((None, FieldError(None, err_code, self._redact(e))))
+                elif isinstance(e, dict):
+                    source = e.get("source") if isinstance(e.get("source"), dict) else {}
+                    where = (e.get("field") or e.get("path") or e.get("pointer")
+                             or e.get("property") or source.get("pointer"))
+                    index, fname = (None, None)
+                    if isinstance(where, str) and where:
+                        if where.startswith("/"):
+                            parts = [p for p in where.split("/") if p]
+                            if parts[:2] == ["data", "attributes"]:
+                                parts = parts[2:]
+                            where = ".".join(parts)
+                        index, fname = json_path_to_field(where)
+                    msg = e.get("message") or e.get("detail") or e.get("title") or e.get("description") or str(e)
+                    ecode = e.get("code") if isinstance(e.get("code"), str) else err_code
+                    errors.append((index, FieldError(fname, ecode, self._redact(str(msg)))))
+
+        if is_json and isinstance(parsed, dict):
+            for key in ("type", "code", "error"):
+                if isinstance(parsed.get(key), str) and parsed[key]:
+                    code = parsed[key]
+                    break
+            for key in ("detail", "message", "error_description", "title", "error"):
+                val = parsed.get(key)
+                if isinstance(val, str) and val.strip():
+                    detail = val.strip()
+                    break
+                if isinstance(val, dict) and isinstance(val.get("message"), str):
+                    detail = val["message"]
+                    break
+            if isinstance(parsed.get("validationErrors"), dict):
+                add_map(parsed["validationErrors"], "validation")
+            errs = parsed.get("errors")
+            if isinstance(errs, dict):
+                add_map(errs, "validation")
+            elif isinstance(errs, list):
+                add_list(errs, code)
+        elif is_json and isinstance(parsed, list):
+            add_list(parsed, code)
+        elif is_json and isinstance(parsed, str):
+            detail = parsed
+        elif text.strip():
+            detail = f"the body is not JSON: “{_snippet(text)}”"
+        return self._redact(detail[:500]), errors, code
+
+    def _status_message(self, status: int, op: OperationRef, sis_id: str | None, detail: str) -> str:
+        d = f": {detail}" if detail else ""
+        if status in (400, 422):
+            return f"Not synced: the SIS refused the record (HTTP {status}){d}"
+        if status == 401:
+            return (f"Not synced: the SIS refused the credentials (HTTP 401){d}. Check the "
+                    f"authentication settings.")
+        if status == 403:
+            return (f"Not synced: the SIS does not allow {op} for these credentials "
+                    f"(HTTP 403){d}.")
+        if status == 404:
+            if sis_id:
+                return (f"Not synced: the SIS has no record with id {sis_id} (HTTP 404){d}. It may "
+                        f"have been deleted; clear the student's SIS id to create it again.")
+            return (f"Not synced: the SIS has no {op} (HTTP 404){d}. Check the base URL and the "
+                    f"operation.")
+        if status == 405:
+            return f"Not synced: the SIS does not accept {op} (HTTP 405){d}."
+        if status == 409:
+            return (f"Not synced: conflict in the SIS (HTTP 409){d}. Not retried: fix the data or "
+                    f"the records it refers to, then sync again.")
+        if status == 412:
+            return (f"Not synced: the record was changed in the SIS meanwhile (HTTP 412){d}. Not "
+                    f"retried: sync again to send the current data.")
+        if 300 <= status < 400:
+            return (f"Not synced: the SIS answered a redirect (HTTP {status}) instead of accepting "
+                    f"the record. Check the base URL (https, host, path).")
+        return f"Not synced: the SIS answered HTTP {status}{d}."
+
+    def _from_response(self, record: ExportRecord, body: Any, resp, op: OperationRef,
+                       update: bool) -> ExportResult:
+        status = resp.status_code
+        parsed, is_json, text = self._parse(resp)
+        info = self._response_info(resp, parsed, is_json, text)
+        if 200 <= status < 300:
+            if text.strip() and not is_json:
+                return self._failed(record, self._not_json_message(resp, text), code="not_json",
+                                    sent=body, response=info)
+            sis_id = self._id_from(resp, parsed)
+            if update:
+                sis_id = sis_id or record.sis_id
+                action = "update"
+            elif status == 201:
+                action = "insert"
+            elif self._description().update is None:
+                action = "update"  # the create operation upserts: 200 means it matched a student
+            else:
+                action = None
+            verb = {"insert": "Created", "update": "Updated"}.get(action or "", "Accepted")
+            message = f"{verb} in the SIS (HTTP {status})"
+            if sis_id:
+                message += f"; id {sis_id}."
+            else:
+                where = self._s("id_location", LOCATION_HEADER)
+                message += (f"; the answer carried no id (looked in the "
+                            f"{'Location header' if _is_location(where) else 'body at ' + where}).")
+            return ExportResult(record_id=record.record_id, outcome=Outcome.SUCCEEDED,
+                                sis_id=sis_id, action=action, message=self._redact(message),
+                                sent=body, response=info)
+        detail, errors, code = self._error_details(parsed, is_json, text, status)
+        message = self._status_message(status, op, record.sis_id if update else None, detail)
+        return self._failed(record, self._redact(message), code=code, sent=body, response=info,
+                            errors=[e for _, e in errors])
+
+    def _from_transport_error(self, record: ExportRecord, body: Any, exc: TransportError) -> ExportResult:
+        info = None
+        errors: list[FieldError] = []
+        if exc.response is not None:
+            parsed, is_json, text = self._parse(exc.response)
+            info = self._response_info(exc.response, parsed, is_json, text)
+            _, pairs, _ = self._error_details(parsed, is_json, text, exc.response.status_code)
+            errors = [e for _, e in pairs]
+        message = self._redact(f"Not synced: {exc}")
+        if exc.kind == "retries":
+            message += " " + NOT_CONFIRMED
+        return self._failed(record, message, code=f"transport_{exc.kind}", sent=body,
+                            response=info, errors=errors)
+
+    # ------------------------------------------------------------------ lifecycle
+    def close(self) -> None:
+        with self._lock:
+            for t in (self._transport, self._plain):
+                if t is not None:
+                    t.close()
+            self._transport = self._plain = None

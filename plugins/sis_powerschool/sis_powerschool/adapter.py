@@ -1,0 +1,876 @@
+"""The PowerSchool adapter: settings, connection check, target fields, export.
+
+What it sends is ``students.student[]`` for ``POST /ws/v1/student`` (see
+``shared/reference/powerschool-api.md``). ``preview()`` and ``export()`` build each
+student with the same function, so the Send Record preview is what is sent.
+
+Export never creates a duplicate student when a sync is repeated: before an
+INSERT it looks the student up by ``local_id`` (then by ``state_province_id``
+when that is mapped) and turns the insert into an UPDATE of the match. The
+lookups are range searches (``local_id=ge=..;local_id=le=..``) over the whole
+export, split only when the range holds many unrelated students, so a sync of
+new students costs one extra request, not one per student. A PowerSchool
+``INVALID_LOCAL_ID`` answer to an insert (the student appeared meanwhile) is
+resolved the same way.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import math
+import queue
+import re
+import threading
+from dataclasses import dataclass, field
+from typing import Any, Iterable, Mapping, Sequence
+
+import httpx
+
+from enroll_sync import (
+    AdapterError, CheckResult, Code, ExportRecord, ExportResult, FieldError, FieldSection,
+    OAuth2ClientCredentials, Outcome, SettingField, SISAdapter, TargetField, Transport,
+    TransportError, nest,
+)
+
+log = logging.getLogger("sis_powerschool")
+
+TOKEN_PATH = "/oauth/access_token"
+STUDENT_PATH = "/ws/v1/student"
+SEARCH_PATH = "/ws/v1/district/student"
+EXT_PREFIX = "_extension_data."
+#: every school_enrollment field is set on INSERT only
+INSERT_ONLY_PREFIXES = ("school_enrollment.",)
+INTEGER_KEYS = {
+    "local_id", "demographics.projected_graduation_year", "school_enrollment.grade_level",
+    "school_enrollment.school_number", "school_enrollment.full_time_equivalency.fteid",
+    "initial_enrollment.district_entry_grade_level", "initial_enrollment.school_entry_grade_level",
+    "schedule_setup.next_school", "schedule_setup.sched_next_year_grade",
+}
+CHECK_EXPANSIONS = ("demographics", "addresses", "phones", "contact", "contact_info",
+                    "school_enrollment", "initial_enrollment", "schedule_setup")
+HIDDEN_COLUMNS = {"id", "studentsdcid", "whencreated", "whenmodified", "whocreated", "whomodified"}
+NO_ACCESS = {"NoAccess", "BlackListNoAccess", "ViewOnly"}
+EXT_TYPES = {"string": "string", "text": "string", "clob": "string", "integer": "integer",
+             "long": "integer", "double": "number", "number": "number", "float": "number",
+             "date": "date", "timestamp": "date", "boolean": "boolean"}
+#: after these, sending the rest of an export is no use
+FATAL_KINDS = ("unreachable", "tls", "auth")
+UNSAFE_Q = re.compile(r"[;,*()=!<>\"'\s]")
+INT_RE = re.compile(r"^-?\d+$")
+
+
+def _f(key, label, type="string", *, required=False, max_length=None, codes=(), help="",
+       format=None, insert_only=False) -> TargetField:
+    return TargetField(key=key, label=label, type=type, required=required, max_length=max_length,
+                       codes=tuple(codes), help=help, format=format, insert_only=insert_only)
+
+
+GENDER = (Code("M", "Male"), Code("F", "Female"))
+ENROLL_STATUS = (Code("A", "Active"), Code("P", "Pre-registered"), Code("I", "Inactive"),
+                 Code("H", "Graduated"))
+YMD = "YYYY-MM-DD"
+
+
+def _address(kind: str, label: str) -> FieldSection:
+    p = f"addresses.{kind}."
+    block = f"Send all of street, city, state and postal code of the {kind} address, or none."
+    return FieldSection(f"addresses.{kind}", label, (
+        _f(p + "street", "Street", max_length=60, help=block),
+        _f(p + "city", "City", max_length=50, help=block),
+        _f(p + "state_province", "State", max_length=2, help=block),
+        _f(p + "postal_code", "Postal Code", max_length=10, help=block),
+        _f(p + "grid_location", "Grid Location"),
+    ))
+
+
+def core_sections(*, entry_codes=(), exit_codes=(), schools=()) -> list[FieldSection]:
+    """PowerSchool's core student fields (lengths and rules from the API reference)."""
+    pair = "Send the name and the phone together, or neither."
+    school_codes = tuple(schools)
+    return [
+        FieldSection("student", "Student", (
+            _f("local_id", "Student Number (local_id)", "integer", required=True,
+               help="Students.Student_Number. Existing students are matched by it."),
+            _f("state_province_id", "State Student Number", max_length=32,
+               help="Also used to match existing students when mapped."),
+            _f("student_username", "Student Username", max_length=20),
+        )),
+        FieldSection("name", "Name", (
+            _f("name.first_name", "First Name", required=True, max_length=50),
+            _f("name.middle_name", "Middle Name", max_length=30),
+            _f("name.last_name", "Last Name", required=True, max_length=50),
+        )),
+        FieldSection("demographics", "Demographics", (
+            _f("demographics.gender", "Gender", "code", codes=GENDER),
+            _f("demographics.birth_date", "Birth Date", "date", format=YMD),
+            _f("demographics.district_entry_date", "District Entry Date", "date", format=YMD),
+            _f("demographics.projected_graduation_year", "Projected Graduation Year", "integer"),
+        )),
+        _address("physical", "Physical Address"),
+        _address("mailing", "Mailing Address"),
+        FieldSection("contact", "Contacts", (
+            _f("contact.emergency_contact_name1", "Emergency Contact 1 Name", max_length=60, help=pair),
+            _f("contact.emergency_phone1", "Emergency Contact 1 Phone", max_length=30, help=pair),
+            _f("contact.emergency_contact_name2", "Emergency Contact 2 Name", max_length=60, help=pair),
+            _f("contact.emergency_phone2", "Emergency Contact 2 Phone", max_length=30, help=pair),
+            _f("contact.guardian_email", "Guardian Email"),
+            _f("contact.mother", "Mother"),
+            _f("contact.father", "Father"),
+            _f("contact.doctor_name", "Doctor Name", help=pair),
+            _f("contact.doctor_phone", "Doctor Phone", max_length=30, help=pair),
+        )),
+        FieldSection("contact_info", "Contact Info", (
+            _f("contact_info.email", "Student Email"),
+        )),
+        FieldSection("phones", "Phones", (
+            _f("phones.main.number", "Home Phone", max_length=30),
+        )),
+        FieldSection("school_enrollment", "School Enrollment", (
+            _f("school_enrollment.school_number", "School", "code" if school_codes else "integer",
+               required=True, codes=school_codes, insert_only=True),
+            _f("school_enrollment.grade_level", "Grade Level", "integer", required=True,
+               insert_only=True, help="-2 to 12; must be within the school's grades."),
+            _f("school_enrollment.entry_date", "Entry Date", "date", required=True, format=YMD,
+               insert_only=True),
+            _f("school_enrollment.exit_date", "Exit Date", "date", required=True, format=YMD,
+               insert_only=True, help="After the entry date (usually the last day of school)."),
+            _f("school_enrollment.enroll_status", "Enroll Status", "code", codes=ENROLL_STATUS,
+               insert_only=True),
+            _f("school_enrollment.entry_code", "Entry Code", "code" if entry_codes else "string",
+               max_length=10, codes=tuple(entry_codes), insert_only=True),
+            _f("school_enrollment.exit_code", "Exit Code", "code" if exit_codes else "string",
+               max_length=10, codes=tuple(exit_codes), insert_only=True),
+            _f("school_enrollment.district_of_residence", "District of Residence", insert_only=True),
+            _f("school_enrollment.track", "Track", insert_only=True),
+            _f("school_enrollment.full_time_equivalency.fteid", "FTE ID", "integer", insert_only=True),
+        )),
+        FieldSection("initial_enrollment", "Initial Enrollment", (
+            _f("initial_enrollment.district_entry_date", "District Entry Date", "date", format=YMD),
+            _f("initial_enrollment.district_entry_grade_level", "District Entry Grade Level", "integer"),
+            _f("initial_enrollment.school_entry_date", "School Entry Date", "date", format=YMD),
+            _f("initial_enrollment.school_entry_grade_level", "School Entry Grade Level", "integer"),
+        )),
+        FieldSection("schedule_setup", "Schedule Setup", (
+            _f("schedule_setup.home_room", "Home Room"),
+            _f("schedule_setup.next_school", "Next School", "code" if school_codes else "integer",
+               codes=school_codes),
+            _f("schedule_setup.sched_next_year_grade", "Next Year Grade", "integer"),
+        )),
+    ]
+
+
+def as_list(value: Any) -> list:
+    """PowerSchool sends one item as an object and several as an array."""
+    if value is None or value == "":
+        return []
+    return value if isinstance(value, list) else [value]
+
+
+def _truthy(value: Any, default: bool) -> bool:
+    if value is None or value == "":
+        return default
+    if isinstance(value, str):
+        return value.strip().lower() in ("1", "true", "yes", "on", "y")
+    return bool(value)
+
+
+def _number(value: Any, default: float, *, low: float, high: float) -> float:
+    try:
+        n = float(value)
+    except (TypeError, ValueError):
+        return default
+    if math.isnan(n):
+        return default
+    return min(max(n, low), high)
+
+
+def _norm_id(value: Any) -> str | None:
+    """A local_id / state id as a comparable string (numbers lose leading zeros)."""
+    if value is None or value == "" or isinstance(value, bool):
+        return None
+    text = str(value).strip()
+    if INT_RE.match(text):
+        return str(int(text))
+    return text or None
+
+
+def _coerce(key: str, value: Any) -> Any:
+    if key in INTEGER_KEYS and isinstance(value, str) and INT_RE.match(value.strip()):
+        return int(value.strip())
+    if key in INTEGER_KEYS and isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value
+
+
+def _ext_value(value: Any) -> tuple[str, str]:
+    if isinstance(value, bool):
+        return "Boolean", "true" if value else "false"
+    if isinstance(value, int):
+        return "Integer", str(value)
+    if isinstance(value, float):
+        return "Double", repr(value)
+    return "String", str(value)
+
+
+def _field_key(field: Any) -> str | None:
+    """``student/name/first_name`` -> ``name.first_name``."""
+    if not isinstance(field, str) or not field:
+        return None
+    parts = [p for p in field.replace(".", "/").split("/") if p]
+    if parts and parts[0].lower() == "student":
+        parts = parts[1:]
+    return ".".join(parts) or None
+
+
+def _errors_of(item: Mapping) -> list[FieldError]:
+    em = item.get("error_message")
+    raw = []
+    if isinstance(em, Mapping):
+        raw = as_list(em.get("error"))
+        if not raw and em:
+            raw = [em]
+    elif isinstance(em, str):
+        raw = [{"error_description": em}]
+    out = []
+    for e in raw:
+        if isinstance(e, Mapping):
+            out.append(FieldError(field=_field_key(e.get("field")),
+                                  code=str(e.get("error_code") or e.get("code") or "ERROR"),
+                                  message=str(e.get("error_description") or e.get("message")
+                                              or e.get("error_code") or "Refused")))
+        else:
+            out.append(FieldError(field=None, code="ERROR", message=str(e)))
+    return out or [FieldError(field=None, code="ERROR", message="PowerSchool refused the record "
+                                                                "without saying why.")]
+
+
+def _students_of(body: Any) -> list[dict]:
+    students = body.get("students") if isinstance(body, Mapping) else None
+    if not isinstance(students, Mapping):
+        return []
+    return [s for s in as_list(students.get("student")) if isinstance(s, Mapping)]
+
+
+@dataclass
+class Match:
+    dcid: str | None = None
+    by: str = ""
+    local_id: str | None = None
+    tables: set = field(default_factory=set)
+    error: str | None = None
+
+
+@dataclass
+class _Plan:
+    record: ExportRecord
+    sis_id: str | None
+    match: Match | None = None
+    body: dict | None = None
+
+
+class PowerSchoolAdapter(SISAdapter):
+    """Exports students to PowerSchool SIS through its REST API (plugin OAuth)."""
+
+    name = "powerschool"
+    label = "PowerSchool"
+    version = "0.1.0"
+
+    def __init__(self, settings: Mapping[str, Any]):
+        super().__init__(settings)
+        s = self.settings
+        self.server_url = str(s.get("server_url") or "").strip().rstrip("/")
+        self.client_id = str(s.get("client_id") or "").strip()
+        self.client_secret = str(s.get("client_secret") or "")
+        self.batch_size = int(_number(s.get("batch_size"), 100, low=1, high=1000))
+        self.min_interval = _number(s.get("min_interval_ms"), 0, low=0, high=60000) / 1000.0
+        self.timeout = _number(s.get("timeout_s"), 30, low=0.05, high=600)
+        self.match_existing = _truthy(s.get("match_existing"), True)
+        # advanced, not in the form (tests and benchmarks tune them)
+        self.max_attempts = int(_number(s.get("max_attempts"), 5, low=1, high=20))
+        self.retry_backoff = _number(s.get("retry_backoff"), 0.5, low=0, high=60)
+        self.max_backoff = _number(s.get("max_backoff"), 30, low=0, high=600)
+        self._transport: Transport | None = None
+        self._page_size: int | None = None
+
+    # ------------------------------------------------------------------ settings
+    @classmethod
+    def settings_schema(cls) -> list[SettingField]:
+        return [
+            SettingField("server_url", "Server URL", "url", required=True,
+                         help="Your PowerSchool address, e.g. https://district.powerschool.com"),
+            SettingField("client_id", "Client ID", "string", required=True,
+                         help="From System > System Settings > Plugin Management Dashboard."),
+            SettingField("client_secret", "Client Secret", "secret", required=True,
+                         help="Stored encrypted and never shown again; leave blank to keep it."),
+            SettingField("batch_size", "Batch size", "integer", default=100, min=1, max=1000,
+                         help="Students per request to PowerSchool."),
+            SettingField("min_interval_ms", "Minimum interval between requests (ms)", "integer",
+                         default=0, min=0, max=60000,
+                         help="Match the request interval set for the plugin in PowerSchool."),
+            SettingField("timeout_s", "Request timeout (seconds)", "number", default=30,
+                         min=1, max=600),
+            SettingField("match_existing", "Match existing students before insert", "boolean",
+                         default=True,
+                         help="Look students up by Student Number (and State ID when mapped) "
+                              "and update them instead of inserting a duplicate."),
+        ]
+
+    # ------------------------------------------------------------------ transport
+    @property
+    def transport(self) -> Transport:
+        if self._transport is None:
+            if not self.server_url:
+                raise AdapterError("The PowerSchool server URL is not set.")
+            if not self.server_url.lower().startswith(("http://", "https://")):
+                raise AdapterError("The server URL must start with https:// (or http:// for a "
+                                   "sandbox).")
+            auth = OAuth2ClientCredentials(TOKEN_PATH, self.client_id, self.client_secret)
+            self._transport = Transport(
+                self.server_url, timeout=self.timeout, min_interval=self.min_interval,
+                max_attempts=self.max_attempts, backoff=self.retry_backoff,
+                max_backoff=self.max_backoff, auth=auth, secrets=[self.client_secret],
+                headers={"Accept": "application/json"})
+        return self._transport
+
+    def close(self) -> None:
+        if self._transport is not None:
+            self._transport.close()
+            self._transport = None
+
+    def _get(self, path: str, **params: Any) -> Any:
+        return self.transport.json("GET", path, params=params or None)
+
+    # ------------------------------------------------------------------ check
+    def check_connection(self) -> CheckResult:
+        try:
+            meta = self._get("/ws/v1/metadata").get("metadata") or {}
+            district = self._get("/ws/v1/district").get("district") or {}
+            count = self._get(SEARCH_PATH + "/count").get("resource", {}).get("count")
+            # Reading one student with every expansion shows missing field access early.
+            self._get(SEARCH_PATH, pagesize=1, expansions=",".join(CHECK_EXPANSIONS))
+        except TransportError as exc:
+            return CheckResult(False, self._explain(exc))
+        except AdapterError as exc:
+            return CheckResult(False, str(exc))
+        except (AttributeError, TypeError):
+            return CheckResult(False, "The server answered, but not like PowerSchool does: "
+                                      "check the server URL.")
+        details = {
+            "PowerSchool version": str(meta.get("powerschool_version", "unknown")),
+            "District": str(district.get("name", "unknown")),
+            "Students": str(count if count is not None else "unknown"),
+            "Students per page (max)": str(meta.get("student_max_page_size", "unknown")),
+        }
+        size = meta.get("student_max_page_size")
+        if isinstance(size, (int, str)) and str(size).isdigit():
+            self._page_size = max(1, min(int(size), 1000))
+        message = (f"Connected to PowerSchool {details['PowerSchool version']} "
+                   f"({details['District']}): {details['Students']} students, up to "
+                   f"{details['Students per page (max)']} per page.")
+        return CheckResult(True, message, details)
+
+    def _explain(self, exc: TransportError) -> str:
+        if exc.status == 403:
+            fields = self._no_access_fields(exc.response)
+            if fields:
+                return ("The PowerSchool plugin has no access to: " + ", ".join(fields)
+                        + ". Grant it in the plugin's access request (plugin.xml).")
+            return ("PowerSchool refused access (HTTP 403): the plugin lacks access to "
+                    "students. Check the plugin's data access.")
+        if exc.status == 404:
+            return ("This server does not answer like PowerSchool (HTTP 404 for the API): "
+                    "check the server URL.")
+        return str(exc)
+
+    @staticmethod
+    def _no_access_fields(response: Any) -> list[str]:
+        try:
+            body = response.json()
+        except Exception:
+            return []
+        out = []
+        for e in as_list(body.get("errors") if isinstance(body, Mapping) else None):
+            if isinstance(e, Mapping) and e.get("field"):
+                out.append(str(e["field"]))
+        return out
+
+    # ------------------------------------------------------------------ fields
+    def target_fields(self) -> list[FieldSection]:
+        try:
+            district = self._get("/ws/v1/district", expansions="entry_codes,exit_codes")
+            district = district.get("district") or {}
+            entry = [self._code(c) for c in as_list((district.get("entry_codes") or {}).get("entry_code"))]
+            exit_ = [self._code(c) for c in as_list((district.get("exit_codes") or {}).get("exit_code"))]
+            schools = self._schools()
+            listing = self._get(SEARCH_PATH, pagesize=1)
+        except TransportError as exc:
+            raise AdapterError(self._explain(exc)) from None
+        except (AttributeError, TypeError):
+            raise AdapterError("PowerSchool answered the field discovery in an unexpected "
+                               "shape; check the server URL.") from None
+        sections = core_sections(entry_codes=[c for c in entry if c], exit_codes=[c for c in exit_ if c],
+                                 schools=schools)
+        tables = (listing.get("students") or {}).get("@extensions") if isinstance(listing, Mapping) else None
+        for table in [t.strip() for t in str(tables or "").split(",") if t.strip()]:
+            section = self._extension_section(table)
+            if section is not None:
+                sections.append(section)
+        return sections
+
+    @staticmethod
+    def _code(c: Any) -> Code | None:
+        if not isinstance(c, Mapping) or not c.get("code"):
+            return None
+        return Code(str(c["code"]), str(c.get("description") or c["code"]))
+
+    def _schools(self) -> list[Code]:
+        codes, page = [], 1
+        while page <= 50:
+            body = self._get("/ws/v1/district/school", page=page, pagesize=100)
+            items = as_list((body.get("schools") or {}).get("school"))
+            for s in items:
+                if isinstance(s, Mapping) and s.get("school_number") is not None:
+                    codes.append(Code(str(s["school_number"]), str(s.get("name") or s["school_number"])))
+            if len(items) < 100:
+                break
+            page += 1
+        seen, out = set(), []
+        for c in codes:
+            if c.value not in seen:
+                seen.add(c.value)
+                out.append(c)
+        return out
+
+    def _extension_section(self, table: str) -> FieldSection | None:
+        try:
+            meta = self._get(f"/ws/schema/table/{table}/metadata", expansions="access")
+        except TransportError as exc:
+            log.warning("skipping extension table %s: %s", table, exc)
+            return None
+        fields = []
+        for col in as_list(meta.get("columns") if isinstance(meta, Mapping) else None):
+            if not isinstance(col, Mapping) or not col.get("name"):
+                continue
+            name = str(col["name"]).lower()
+            if col.get("access") in NO_ACCESS or name in HIDDEN_COLUMNS:
+                continue
+            kind = EXT_TYPES.get(str(col.get("type", "string")).lower(), "string")
+            length = col.get("length")
+            fields.append(_f(f"{EXT_PREFIX}{table}.{name}", str(col.get("description") or name),
+                             kind, max_length=int(length) if kind == "string" and str(length).isdigit()
+                             and int(length) > 0 else None,
+                             help=f"{table}.{name}"))
+        if not fields:
+            return None
+        return FieldSection(f"{EXT_PREFIX}{table}", f"Extension: {table}", tuple(fields))
+
+    # ------------------------------------------------------------------ building students
+    def preview(self, record: ExportRecord) -> dict:
+        """The student object ``export`` sends for ``record`` when no match changes it."""
+        return self.build_student(record, record.sis_id)
+
+    def build_student(self, record: ExportRecord, sis_id: str | None, *,
+                      match: Match | None = None) -> dict:
+        update = sis_id not in (None, "")
+        core: dict[str, Any] = {}
+        tables: dict[str, list] = {}
+        for key, value in record.payload.items():
+            if value is None:
+                continue
+            if key.startswith(EXT_PREFIX):
+                rest = key[len(EXT_PREFIX):]
+                table, _, column = rest.partition(".")
+                if not table or not column:
+                    continue
+                kind, text = _ext_value(value)
+                tables.setdefault(table, []).append({"name": column, "type": kind, "value": text})
+                continue
+            if update and key.startswith(INSERT_ONLY_PREFIXES):
+                continue
+            core[key] = _coerce(key, value)
+        if match is not None and match.by == "state_province_id" and match.local_id is not None:
+            # Matched by state ID: keep PowerSchool's Student Number, never rewrite it.
+            if _norm_id(core.get("local_id")) != match.local_id:
+                core.pop("local_id", None)
+        student: dict[str, Any] = {"client_uid": record.record_id,
+                                   "action": "UPDATE" if update else "INSERT"}
+        if update:
+            student["id"] = int(sis_id) if INT_RE.match(str(sis_id)) else sis_id
+        for key, value in nest(core).items():
+            if key not in ("client_uid", "action", "id"):
+                student[key] = value
+        if tables:
+            found = match.tables if match is not None else set()
+            student["_extension_data"] = {"_table_extension": [
+                {"recordFound": update and t.lower() in found, "name": t, "_field": fields}
+                for t, fields in tables.items()]}
+        return student
+
+    # ------------------------------------------------------------------ export
+    def export(self, records: Sequence[ExportRecord]) -> list[ExportResult]:
+        records = list(records)
+        if not records:
+            return []
+        results: dict[str, ExportResult] = {}
+        plans = [_Plan(r, r.sis_id or None) for r in records]
+        if self.match_existing:
+            try:
+                matches = self._find_existing([p.record for p in plans if not p.sis_id],
+                                              self._tables_of(records))
+            except TransportError as exc:
+                msg = "Could not look up existing students before inserting: " + self._explain(exc)
+                return [self._failed(r, msg, code="LOOKUP_FAILED") for r in records]
+            for p in plans:
+                m = matches.get(p.record.record_id)
+                if m is None:
+                    continue
+                if m.error:
+                    results[p.record.record_id] = self._failed(p.record, m.error, code="AMBIGUOUS_MATCH")
+                else:
+                    p.sis_id, p.match = m.dcid, m
+        todo = [p for p in plans if p.record.record_id not in results]
+        self._send(todo, results)
+        if self.match_existing:
+            self._resolve_duplicates(todo, results)
+        return [results[r.record_id] for r in records]
+
+    @staticmethod
+    def _tables_of(records: Iterable[ExportRecord]) -> list[str]:
+        tables = []
+        for r in records:
+            for key in r.payload:
+                if key.startswith(EXT_PREFIX):
+                    t = key[len(EXT_PREFIX):].partition(".")[0]
+                    if t and t not in tables:
+                        tables.append(t)
+        return tables
+
+    @staticmethod
+    def _failed(record: ExportRecord, message: str, *, code: str = "ERROR",
+                errors: list[FieldError] | None = None, sent: Any = None,
+                response: Any = None, action: str | None = None) -> ExportResult:
+        return ExportResult(record_id=record.record_id, outcome=Outcome.FAILED, action=action,
+                            errors=errors or [FieldError(None, code, message)], message=message,
+                            sent=sent, response=response)
+
+    def _send(self, plans: list[_Plan], results: dict[str, ExportResult]) -> None:
+        """POST the plans in batches, one request in flight at a time.
+
+        A sender thread posts the batches back to back while this thread builds the
+        next bodies and reads the answers (waiting on the network releases the GIL),
+        so building and parsing cost almost no wall time in a long export. After an
+        error that makes going on useless (unreachable, TLS, credentials) the rest
+        is not sent and fails with the same message.
+        """
+        chunks = [plans[i:i + self.batch_size] for i in range(0, len(plans), self.batch_size)]
+        if len(chunks) <= 1:
+            for chunk in chunks:
+                for p in chunk:
+                    p.body = self.build_student(p.record, p.sis_id, match=p.match)
+                self._finish_chunk(chunk, self._post_chunk(chunk), results)
+            return
+        todo: queue.Queue = queue.Queue(maxsize=2)
+        done: queue.Queue = queue.Queue()
+        fatal: list[str] = []
+
+        def sender() -> None:
+            while True:
+                item = todo.get()
+                if item is None:
+                    return
+                chunk, content = item
+                if fatal:
+                    done.put((chunk, None))
+                    continue
+                try:
+                    outcome = self._post_chunk(chunk, content)
+                except BaseException as exc:  # a bug: hand it to the caller's thread
+                    outcome = exc
+                if isinstance(outcome, TransportError) and outcome.kind in FATAL_KINDS:
+                    fatal.append(self._explain(outcome))
+                elif isinstance(outcome, httpx.Response) and outcome.status_code == 401:
+                    fatal.append("PowerSchool refused the access token (HTTP 401) even after "
+                                 "fetching a new one: check the client ID, client secret and "
+                                 "the plugin's access.")
+                done.put((chunk, outcome))
+
+        thread = threading.Thread(target=sender, name="powerschool-sender", daemon=True)
+        thread.start()
+        finished = 0
+        error: BaseException | None = None
+
+        def finish(chunk, outcome) -> None:
+            nonlocal error
+            if outcome is None:
+                for p in chunk:
+                    results[p.record.record_id] = self._failed(
+                        p.record, fatal[0], sent=p.body, action=self._action(p))
+            elif isinstance(outcome, BaseException) and not isinstance(outcome, TransportError):
+                error = error or outcome
+            else:
+                self._finish_chunk(chunk, outcome, results)
+
+        try:
+            for chunk in chunks:
+                for p in chunk:
+                    p.body = self.build_student(p.record, p.sis_id, match=p.match)
+                todo.put((chunk, self._encode_chunk(chunk)))
+                while True:  # read answers that are already in, without waiting
+                    try:
+                        finish(*done.get_nowait())
+                        finished += 1
+                    except queue.Empty:
+                        break
+        finally:
+            todo.put(None)
+            while finished < len(chunks) and (thread.is_alive() or not done.empty()):
+                try:
+                    finish(*done.get(timeout=0.5))
+                    finished += 1
+                except queue.Empty:
+                    continue
+            thread.join()
+        if error is not None:
+            raise error
+
+    @staticmethod
+    def _action(p: _Plan) -> str:
+        return "update" if p.sis_id else "insert"
+
+    @staticmethod
+    def _encode_chunk(chunk: list[_Plan]) -> bytes:
+        """The request body of one batch, encoded once (off the sender's critical path)."""
+        body = {"students": {"student": [p.body for p in chunk]}}
+        return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+    def _post_chunk(self, chunk: list[_Plan], content: bytes | None = None) -> Any:
+        """The response to one batch, or the TransportError that replaced it."""
+        if content is None:
+            content = self._encode_chunk(chunk)
+        try:
+            return self.transport.request(
+                "POST", STUDENT_PATH, content=content,
+                headers={"Content-Type": "application/json"})
+        except TransportError as exc:
+            return exc
+
+    def _finish_chunk(self, chunk: list[_Plan], response: Any,
+                      results: dict[str, ExportResult]) -> str | None:
+        """Record a result for each plan of a batch; return a message when it is no use going on."""
+
+        def fail_all(message: str, code: str, errors=None, response=None):
+            for p in chunk:
+                results[p.record.record_id] = self._failed(
+                    p.record, message, code=code, errors=errors, sent=p.body, response=response,
+                    action=self._action(p))
+
+        if isinstance(response, TransportError):
+            exc = response
+            message = self._explain(exc)
+            if exc.kind in ("timeout", "retries"):
+                message += (" Some students may have been saved; syncing them again is safe "
+                            "(existing students are matched, not duplicated).")
+            fail_all(message, exc.kind.upper())
+            return message if exc.kind in FATAL_KINDS else None
+        if not response.is_success:
+            answer = _json_or_none(response)
+            fields = self._no_access_fields(response)
+            if fields:
+                message = ("The PowerSchool plugin has no access to: " + ", ".join(fields)
+                           + ". Grant it in the plugin's access request, or stop mapping them.")
+                errors = [FieldError(f, "NO_ACCESS", "No access to the field") for f in fields]
+            else:
+                detail = answer.get("message") if isinstance(answer, Mapping) else None
+                message = f"PowerSchool refused the batch (HTTP {response.status_code})" + (
+                    f": {self.transport.redact(str(detail))[:300]}" if detail else ".")
+                errors = None
+            fail_all(message, f"HTTP_{response.status_code}", errors, answer)
+            return message if response.status_code == 401 else None
+        answer = _json_or_none(response)
+        container = answer.get("results") if isinstance(answer, Mapping) else None
+        if not isinstance(container, Mapping):
+            fail_all("PowerSchool answered with a body that could not be read; some students "
+                     "may have been saved. Syncing them again is safe.", "MALFORMED_RESPONSE")
+            return None
+        by_uid: dict[str, Mapping] = {}
+        for item in as_list(container.get("result")):
+            if isinstance(item, Mapping) and item.get("client_uid") is not None:
+                by_uid[str(item["client_uid"])] = item
+        for p in chunk:
+            rid = p.record.record_id
+            item = by_uid.get(rid)
+            if item is None:
+                results[rid] = self._failed(
+                    p.record, "PowerSchool's answer did not mention this student, so it may or "
+                              "may not have been saved. Syncing it again is safe.",
+                    code="MISSING_RESULT", sent=p.body, action=self._action(p))
+                continue
+            results[rid] = self._result(p, item)
+        return None
+
+    def _result(self, p: _Plan, item: Mapping) -> ExportResult:
+        action = str(item.get("action") or ("UPDATE" if p.sis_id else "INSERT")).lower()
+        status = str(item.get("status") or "").upper()
+        if status == "SUCCESS":
+            sm = item.get("success_message") or {}
+            sis_id = sm.get("id") if isinstance(sm, Mapping) else None
+            sis_id = str(sis_id) if sis_id is not None else p.sis_id
+            if action == "insert":
+                message = f"Inserted as PowerSchool student {sis_id}."
+            elif p.match is not None:
+                message = (f"Updated PowerSchool student {sis_id} (an existing student matched "
+                           f"by {p.match.by}).")
+            else:
+                message = f"Updated PowerSchool student {sis_id}."
+            return ExportResult(record_id=p.record.record_id, outcome=Outcome.SUCCEEDED,
+                                sis_id=sis_id, action=action, message=message,
+                                sent=p.body, response=dict(item))
+        errors = _errors_of(item)
+        message = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        return ExportResult(record_id=p.record.record_id, outcome=Outcome.FAILED,
+                            sis_id=p.sis_id, action=action, errors=errors,
+                            message=self.transport.redact(message), sent=p.body,
+                            response=dict(item))
+
+    def _resolve_duplicates(self, plans: list[_Plan], results: dict[str, ExportResult]) -> None:
+        """An insert refused with INVALID_LOCAL_ID: the student exists; update it instead."""
+        retry = []
+        for p in plans:
+            r = results.get(p.record.record_id)
+            if (r is not None and not r.ok and not p.sis_id
+                    and any(e.code == "INVALID_LOCAL_ID" for e in r.errors)
+                    and _norm_id(p.record.payload.get("local_id")) is not None):
+                retry.append(p)
+        if not retry:
+            return
+        try:
+            found = self._lookup("local_id", {_norm_id(p.record.payload["local_id"]) for p in retry},
+                                 self._tables_of(p.record for p in retry))
+        except TransportError:
+            return  # keep the INVALID_LOCAL_ID answers; they are true
+        again = []
+        for p in retry:
+            studs = found.get(_norm_id(p.record.payload["local_id"]), [])
+            if len(studs) == 1 and studs[0].get("id") is not None:
+                m = _match_of(studs[0], "local_id")
+                again.append(_Plan(p.record, m.dcid, m))
+        if again:
+            self._send(again, results)
+
+    # ------------------------------------------------------------------ matching
+    def page_size(self) -> int:
+        if self._page_size is None:
+            try:
+                meta = self._get("/ws/v1/metadata").get("metadata") or {}
+                size = int(meta.get("student_max_page_size") or 100)
+            except (TransportError, ValueError, TypeError, AttributeError):
+                size = 100
+            self._page_size = max(1, min(size, 1000))
+        return self._page_size
+
+    def _find_existing(self, records: list[ExportRecord], tables: list[str]) -> dict[str, Match]:
+        matches: dict[str, Match] = {}
+        if not records:
+            return matches
+        by_local: dict[str, list[ExportRecord]] = {}
+        for r in records:
+            lid = _norm_id(r.payload.get("local_id"))
+            if lid is not None:
+                by_local.setdefault(lid, []).append(r)
+        if by_local:
+            found = self._lookup("local_id", set(by_local), tables)
+            for lid, recs in by_local.items():
+                studs = [s for s in found.get(lid, []) if s.get("id") is not None]
+                if studs:
+                    for r in recs:
+                        matches[r.record_id] = _match_of(studs[0], "local_id")
+        by_state: dict[str, list[ExportRecord]] = {}
+        for r in records:
+            if r.record_id in matches:
+                continue
+            sid = _norm_id(r.payload.get("state_province_id"))
+            if sid is not None:
+                by_state.setdefault(sid, []).append(r)
+        if by_state:
+            found = self._lookup("state_province_id", set(by_state), tables)
+            for sid, recs in by_state.items():
+                studs = [s for s in found.get(sid, []) if s.get("id") is not None]
+                for r in recs:
+                    if len(studs) == 1:
+                        matches[r.record_id] = _match_of(studs[0], "state_province_id")
+                    elif len(studs) > 1:
+                        ids = ", ".join(str(s["id"]) for s in studs[:5])
+                        matches[r.record_id] = Match(error=(
+                            f"{len(studs)} PowerSchool students share state ID {sid} (ids {ids}); "
+                            f"not guessing which one this is. Fix the duplicate in PowerSchool."))
+        return matches
+
+    def _lookup(self, fieldname: str, values: set[str], tables: list[str]) -> dict[str, list[dict]]:
+        """Students whose ``fieldname`` is one of ``values``, by normalised value."""
+        out: dict[str, list[dict]] = {}
+        numeric = sorted(int(v) for v in values if INT_RE.match(v))
+        others = [v for v in values if not INT_RE.match(v)]
+        if numeric:
+            self._range(fieldname, numeric, tables, out, set(str(v) for v in numeric))
+        for v in sorted(others):
+            if UNSAFE_Q.search(v):
+                continue  # cannot be searched exactly; the SIS's own checks still apply
+            self._fetch(fieldname, f"{fieldname}=={v}", tables, out, {v}, limit=10)
+        return out
+
+    def _range(self, fieldname: str, values: list[int], tables: list[str],
+               out: dict[str, list[dict]], wanted: set[str]) -> None:
+        if len(values) <= 2:
+            for v in values:
+                self._fetch(fieldname, f"{fieldname}=={v}", tables, out, wanted, limit=10)
+            return
+        q = f"{fieldname}=ge={values[0]};{fieldname}=le={values[-1]}"
+        count = self._get(SEARCH_PATH + "/count", q=q).get("resource", {}).get("count")
+        try:
+            count = int(count)
+        except (TypeError, ValueError):
+            count = None
+        if count == 0:
+            return
+        if count is not None and count <= max(2 * len(values), self.page_size()):
+            self._fetch(fieldname, q, tables, out, wanted, limit=count)
+            return
+        mid = len(values) // 2
+        self._range(fieldname, values[:mid], tables, out, wanted)
+        self._range(fieldname, values[mid:], tables, out, wanted)
+
+    def _fetch(self, fieldname: str, q: str, tables: list[str], out: dict[str, list[dict]],
+               wanted: set[str], *, limit: int) -> None:
+        size = self.page_size()
+        pages = max(1, math.ceil(limit / size)) + 1  # one spare page in case it grew
+        for page in range(1, pages + 1):
+            params: dict[str, Any] = {"q": q, "page": page, "pagesize": size}
+            if tables:
+                params["extensions"] = ",".join(tables)
+            students = _students_of(self._get(SEARCH_PATH, **params))
+            for s in students:
+                key = _norm_id(s.get(fieldname))
+                if key is not None and key in wanted:
+                    bucket = out.setdefault(key, [])
+                    if all(str(x.get("id")) != str(s.get("id")) for x in bucket):
+                        bucket.append(s)
+            if len(students) < size:
+                break
+
+
+def _match_of(student: Mapping, by: str) -> Match:
+    tables = set()
+    ext = student.get("_extension_data")
+    if isinstance(ext, Mapping):
+        for t in as_list(ext.get("_table_extension")):
+            if isinstance(t, Mapping) and t.get("name"):
+                tables.add(str(t["name"]).lower())
+    return Match(dcid=str(student["id"]), by=by, local_id=_norm_id(student.get("local_id")),
+                 tables=tables)
+
+
+def _json_or_none(response: Any) -> Any:
+    try:
+        return response.json()
+    except Exception:
+        return None
