@@ -3,6 +3,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 SANDBOX_PORT ?= 5001
+EDFI_PORT ?= 5002
 PORT ?= 5000
 PYTEST_ARGS ?=
 
@@ -29,13 +30,16 @@ static/vendor/.installed: package.json package-lock.json
 migrate: setup
 	$(BIN)/enroll-sync db upgrade
 
-# Serve the demo: the PowerSchool sandbox on $(SANDBOX_PORT), the app on $(PORT).
+# Serve the demo: the PowerSchool sandbox on $(SANDBOX_PORT), an Ed-Fi-style sandbox on
+# $(EDFI_PORT), the app (with its in-process sync worker) on $(PORT).
 run: migrate
 	@mkdir -p instance
-	$(BIN)/enroll-sync demo --sandbox-url powerschool=http://127.0.0.1:$(SANDBOX_PORT)
-	@echo "Starting the PowerSchool sandbox on http://127.0.0.1:$(SANDBOX_PORT) ..."
-	@$(BIN)/enroll-sync sandbox powerschool --port $(SANDBOX_PORT) --db instance/powerschool_sandbox.db & \
-	  sandbox=$$!; trap "kill $$sandbox 2>/dev/null" EXIT INT TERM; \
+	@$(BIN)/enroll-sync demo --sandbox-url powerschool=http://127.0.0.1:$(SANDBOX_PORT) \
+	  --sandbox-url edfi=http://127.0.0.1:$(EDFI_PORT)
+	@echo "Sandboxes: PowerSchool on http://127.0.0.1:$(SANDBOX_PORT), Ed-Fi on http://127.0.0.1:$(EDFI_PORT)"
+	@$(BIN)/enroll-sync sandbox powerschool --port $(SANDBOX_PORT) --db instance/powerschool_sandbox.db & ps=$$!; \
+	  $(BIN)/enroll-sync sandbox edfi --port $(EDFI_PORT) & edfi=$$!; \
+	  trap "kill $$ps $$edfi 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/enroll-sync serve --port $(PORT)
 
 test: setup

@@ -98,39 +98,36 @@ def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], store
     return settings, secrets
 
 
-def create_connection(org, adapter: str, name: str, environment: str, submitted: dict, plugin_manager=None,
-                      app=None) -> SyncConnection:
-    """Validate and store a new connection (secrets sealed)."""
-    cls = adapter_class(adapter, app)
+def _validated(cls, name: str, environment: str, submitted: dict, stored_secrets: dict) -> tuple[dict, dict]:
+    """The name, environment and adapter settings checked together, so the admin sees
+    every problem at once."""
     errors = {}
     if not (name or "").strip():
         errors["name"] = "Enter a name for this connection."
     if environment not in dict(ENVIRONMENTS):
         errors["environment"] = "Choose Sandbox or Production."
+    settings, secrets = {}, {}
     try:
-        settings, secrets = coerce_settings(cls.settings_schema(), submitted, {})
+        settings, secrets = coerce_settings(cls.settings_schema(), submitted, stored_secrets)
     except SettingsError as exc:
         errors.update(exc.errors)
     if errors:
         raise SettingsError(errors)
+    return settings, secrets
+
+
+def create_connection(org, adapter: str, name: str, environment: str, submitted: dict, plugin_manager=None,
+                      app=None) -> SyncConnection:
+    """Validate and store a new connection (secrets sealed)."""
+    settings, secrets = _validated(adapter_class(adapter, app), name, environment, submitted, {})
     return SyncConnection.create(organization=org, adapter=adapter, name=name.strip(), environment=environment,
                                  settings=settings, secrets=secret_box(app).seal(secrets))
 
 
 def update_connection(conn: SyncConnection, name: str, environment: str, submitted: dict, app=None) -> SyncConnection:
-    cls = adapter_class(conn.adapter, app)
     box = secret_box(app)
-    errors = {}
-    if not (name or "").strip():
-        errors["name"] = "Enter a name for this connection."
-    if environment not in dict(ENVIRONMENTS):
-        errors["environment"] = "Choose Sandbox or Production."
-    try:
-        settings, secrets = coerce_settings(cls.settings_schema(), submitted, box.open(conn.secrets))
-    except SettingsError as exc:
-        errors.update(exc.errors)
-    if errors:
-        raise SettingsError(errors)
+    settings, secrets = _validated(adapter_class(conn.adapter, app), name, environment, submitted,
+                                   box.open(conn.secrets))
     conn.name, conn.environment, conn.settings = name.strip(), environment, settings
     conn.secrets = box.seal(secrets)
     conn.updated_at = utcnow()
