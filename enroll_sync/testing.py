@@ -256,3 +256,28 @@ class AdapterContract:
 # =============================================================================
 # App fixtures (owned by the core; add below this line)
 # =============================================================================
+
+
+class LiveServer:
+    """Serve a WSGI app (the Enroll Sync app, or a test SIS) on a free loopback port in
+    a thread, so tests talk to it over real HTTP. ``.url``; ``.stop()``."""
+
+    def __init__(self, app, host: str = "127.0.0.1", port: int = 0):
+        import threading
+
+        from werkzeug.serving import make_server
+        self.app = app
+        self.server = make_server(host, port, app, threaded=True)
+        self.url = f"http://{host}:{self.server.server_port}"
+        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
+        self.thread.start()
+
+    def stop(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()

@@ -3,16 +3,14 @@ HTTP on a loopback port, and signed-in HTTP sessions per demo role."""
 from __future__ import annotations
 
 import re
-import threading
-
 import httpx
 import pytest
-from werkzeug.serving import make_server
 
 from enroll_sync import create_app
 from enroll_sync.db import database
 from enroll_sync.demo import DEMO_PASSWORD, DEMO_USERS, load_demo
 from enroll_sync.migrations import upgrade
+from enroll_sync.testing import LiveServer
 
 ROLE_EMAIL = {role: email for role, email, _ in DEMO_USERS}
 CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"|name="csrf-token" content="([^"]+)"')
@@ -40,19 +38,6 @@ def app(tmp_path):
     yield app
     if not database.is_closed():
         database.close()
-
-
-class LiveServer:
-    def __init__(self, app):
-        self.app = app
-        self.server = make_server("127.0.0.1", 0, app, threaded=True)
-        self.url = f"http://127.0.0.1:{self.server.server_port}"
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def stop(self):
-        self.server.shutdown()
-        self.server.server_close()
 
 
 @pytest.fixture
