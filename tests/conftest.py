@@ -10,6 +10,7 @@ from enroll_sync import create_app
 from enroll_sync.db import database
 from enroll_sync.demo import DEMO_PASSWORD, DEMO_USERS, load_demo
 from enroll_sync.migrations import upgrade
+from enroll_sync.models import SyncConnection
 from enroll_sync.testing import LiveServer
 
 ROLE_EMAIL = {role: email for role, email, _ in DEMO_USERS}
@@ -34,7 +35,13 @@ def app(tmp_path):
     app = make_app(tmp_path)
     with app.app_context(), database.connection_context():
         upgrade()
-        load_demo(app.extensions["enroll_sync.plugins"], {"powerschool": "http://127.0.0.1:9"}, registrations=40)
+        load_demo(app.extensions["enroll_sync.plugins"], {"powerschool": "http://127.0.0.1:9", "edfi": "http://127.0.0.1:9"},
+                  registrations=40)
+        # The demo connections point at closed ports here; retry quickly so the checks
+        # that reach them (Test Connection, Refresh fields) fail fast.
+        for conn in SyncConnection.select():
+            conn.settings = {**conn.settings, "retry_backoff": 0.01, "max_backoff": 0.05}
+            conn.save()
     yield app
     if not database.is_closed():
         database.close()
