@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, render_template, request
+from flask import Flask, current_app, render_template, request
 from flask_login import LoginManager
 from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
@@ -82,10 +82,34 @@ def _login_manager(app):
         return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
 
 
+ERROR_MESSAGES = {
+    400: "This form has expired or was not sent from Enroll Sync. Reload the page and try again.",
+    403: "Your role does not include the permission this needs. Ask a district admin if you need it.",
+    404: "That no longer exists, or it belongs to another organization. Reload the page.",
+    405: "That action is not available here.",
+    413: "The file or form is larger than Enroll Sync accepts.",
+    500: "Enroll Sync hit an unexpected error. It has been logged; try again, and tell your administrator if it keeps happening.",
+}
+
+
+def _error_response(template, code, message=None, error=None):
+    """A full error page, or for an HTMX request a message swapped into the page's
+    flash area (``#flashes``) so the admin sees it where they are working."""
+    message = message or ERROR_MESSAGES.get(code, "")
+    if request.headers.get("HX-Request"):
+        resp = current_app.response_class(
+            render_template("errors/_htmx.html", message=message, code=code), code)
+        resp.headers["HX-Retarget"] = "#flashes"
+        resp.headers["HX-Reswap"] = "innerHTML"
+        resp.headers["X-Enroll-Sync-Error"] = str(code)
+        return resp
+    return render_template(template, error=error, message=message), code
+
+
 def _errors(app):
     def page(template, code):
         def handler(error):
-            return render_template(template, error=error), code
+            return _error_response(template, code, error=error)
         return handler
 
     app.register_error_handler(403, page("errors/403.html", 403))
@@ -95,10 +119,9 @@ def _errors(app):
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
-        return render_template("errors/400.html", error=error,
-                               message="This form has expired or was not sent from Enroll Sync. Reload the page and try again."), 400
+        return _error_response("errors/400.html", 400, error=error)
 
     @app.errorhandler(500)
     def server_error(error):
         log.exception("Unhandled error")
-        return render_template("errors/500.html"), 500
+        return _error_response("errors/500.html", 500, error=error)

@@ -81,3 +81,13 @@
     dialog.replaceWith(placeholder);
   });
 })();
+
+// Errors answered to an HTMX request (403, 404, an expired form, a server error) come
+// back as a message for the page's flash area (HX-Retarget: #flashes): show it.
+document.addEventListener("htmx:beforeSwap", function (event) {
+  var xhr = event.detail.xhr;
+  if (xhr && xhr.getResponseHeader("X-Enroll-Sync-Error")) {
+    event.detail.shouldSwap = true;
+    event.detail.isError = false;
+  }
+});

@@ -68,3 +68,16 @@ def test_logout_needs_post(live, login):
     r = admin.post_form("/logout", {})
     assert r.status_code == 302
     assert admin.get("/registrations/").status_code == 302
+
+
+def test_htmx_errors_come_back_as_a_message_for_the_flash_area(live, login):
+    viewer = login("Viewer")
+    r = viewer.post_form("/settings/schools/bulk/set-sync-connection", {"school_ids": "1"}, htmx=True)
+    assert r.status_code == 403
+    assert r.headers["HX-Retarget"] == "#flashes" and r.headers["HX-Reswap"] == "innerHTML"
+    assert "<html" not in r.text and "permission" in r.text
+    admin = login("District Admin")
+    r = admin.post("/settings/schools/bulk/set-sync-connection", data={"school_ids": "1"},
+                   headers={"HX-Request": "true", "X-CSRFToken": "forged"})
+    assert r.status_code == 400 and r.headers["HX-Retarget"] == "#flashes"
+    assert "expired" in r.text and "<html" not in r.text

@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import json
 import os
+import sqlite3
 import shutil
 import socket
 import subprocess
 import sys
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -21,6 +23,7 @@ import pytest
 
 CHROMIUM = os.environ.get("ENROLL_SYNC_CHROMIUM", "/usr/bin/chromium")
 ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+FAILURES = ARTIFACTS.parent / "failures"
 PASSWORD = "enroll-sync-demo"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
@@ -38,6 +41,14 @@ def pytest_collection_modifyitems(config, items):
         skip = pytest.mark.skip(reason=f"browser tests need Chromium at {CHROMIUM} (apt-get install chromium)")
         for item in mine:
             item.add_marker(skip)
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call":
+        item.browser_call_failed = report.failed
 
 
 def free_port() -> int:
@@ -105,13 +116,23 @@ class Stack:
         wait_http(self.url + "/login", app)
         return self
 
-    def sandbox_dump(self) -> dict:
-        return httpx.get(self.sandbox_url + "/sandbox/dump", timeout=10).json()
+    def sandbox_dump(self) -> list[dict]:
+        """Every student the sandbox SIS holds."""
+        return httpx.get(self.sandbox_url + "/sandbox/dump", timeout=10).json()["students"]
 
     def sandbox_faults(self, **faults):
         r = httpx.post(self.sandbox_url + "/sandbox/faults", json=faults, timeout=10)
         r.raise_for_status()
         return r.json()
+
+    def query(self, sql: str, *args) -> list[sqlite3.Row]:
+        """Read the app's SQLite database (to arrange a scenario, e.g. pick example students)."""
+        con = sqlite3.connect(f"file:{self.root / 'instance' / 'enroll_sync.db'}?mode=ro", uri=True, timeout=10)
+        con.row_factory = sqlite3.Row
+        try:
+            return con.execute(sql, args).fetchall()
+        finally:
+            con.close()
 
     def stop(self):
         for proc in self.procs:
@@ -152,10 +173,27 @@ class PageProblems(list):
     """Console errors, page errors and failed requests seen during a test."""
 
 
+#: counts htmx swaps that have settled, so a test can wait for "the answer is on the page"
+HTMX_SETTLE_COUNTER = """
+window.__htmxSettled = 0;
+document.addEventListener("htmx:afterSettle", function () { window.__htmxSettled++; });
+"""
+
+
+def _htmx_write_without_csrf_header(request) -> bool:
+    """Every HTMX request that changes something must carry the CSRF token as a header
+    (base.html's hx-headers), not only when it happens to sit inside a form with a
+    csrf_token field."""
+    headers = request.headers
+    return (headers.get("hx-request") == "true" and request.method not in ("GET", "HEAD", "OPTIONS")
+            and not headers.get("x-csrftoken"))
+
+
 @pytest.fixture
-def new_page(browser, stack):
+def new_page(browser, stack, request):
     """``new_page(role_email)``: a signed-in page in its own browser context. At the end
-    of the test, any JavaScript error or failed request fails the test."""
+    of the test, any JavaScript error, failed request, HTTP error response or HTMX
+    write without its CSRF header fails the test (``new_page.problems`` lists them)."""
     contexts = []
     problems = PageProblems()
 
@@ -164,11 +202,14 @@ def new_page(browser, stack):
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(15000)
+        page.add_init_script(HTMX_SETTLE_COUNTER)
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
         page.on("requestfailed", lambda r: problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
         page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
                 if r.status >= 400 else None)
+        page.on("request", lambda r: problems.append(f"HTMX {r.method} {r.url} without an X-CSRFToken header")
+                if _htmx_write_without_csrf_header(r) else None)
         if email:
             page.goto("/login")
             page.get_by_label("Email").fill(email)
@@ -179,12 +220,37 @@ def new_page(browser, stack):
 
     _new.problems = problems
     yield _new
+    if getattr(request.node, "browser_call_failed", False):  # what the pages showed when it failed
+        FAILURES.mkdir(parents=True, exist_ok=True)
+        for i, page in enumerate(p for ctx in contexts for p in ctx.pages):
+            try:
+                page.screenshot(path=str(FAILURES / f"{request.node.name}-{i}.png"), full_page=True)
+            except Exception:
+                pass
     for ctx in contexts:
         ctx.close()
     assert not problems, "the browser saw problems:\n" + "\n".join(problems)
 
 
-def screenshot(page, name: str):
-    """Save a screenshot under test-artifacts/screenshots/ (kept by the README and docs)."""
+@contextmanager
+def htmx_swap(page):
+    """Wrap one user gesture that makes an HTMX request; returns once htmx has swapped
+    the answer in and settled, so the next gesture finds the new elements."""
+    from playwright.sync_api import TimeoutError as PlaywrightTimeout
+
+    before = page.evaluate("window.__htmxSettled")
+    yield
+    try:
+        page.wait_for_function("n => window.__htmxSettled > n", arg=before)
+    except PlaywrightTimeout:
+        raise AssertionError("no HTMX swap followed this gesture: is an hx-* attribute broken, or did the "
+                             "request fail?") from None
+
+
+def screenshot(page, name: str, *, at=None, block: str = "start", full_page: bool = False):
+    """Save a screenshot under test-artifacts/screenshots/NAME.png: the viewport (scrolled
+    so that locator ``at`` is at its ``block``: start, center or end), or the full page."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
-    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+    if at is not None:
+        at.evaluate("(el, block) => el.scrollIntoView({block})", block)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
