@@ -1,39 +1,227 @@
-"""The Registrations module: the list and one registration's page."""
+"""The Registrations module: the list with Quick Filters, Bulk Actions > Sync to SIS,
+the confirmation and "Proceed with Sync", the sync job a registrar watches, and
+one registration's page with its Sync Status and history.
+
+Permissions: viewing needs View Registrations; syncing (the confirmation, Proceed
+with Sync, Retry failed) and watching a sync job from here need View Registrations
++ Edit Registrations, as the walkthrough says. The same job is also shown under
+Settings > Sync Service > Sync Logs to Sync Service Full Access (``sync_logs``).
+"""
 from __future__ import annotations
 
-from flask import Blueprint
+import dataclasses
+import logging
+
+from flask import Blueprint, abort, current_app, flash, make_response, redirect, request, url_for
+from flask_login import current_user
+from peewee import fn
 
 from .. import security
-from ..models import FormField, Registration, School, Student, SyncItem
-from . import get_scoped_or_404, render, scoped
+from ..models import (REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Registration, School,
+                      Student, SyncJob)
+from ..sync.jobs import create_job, create_retry_job, plan_sync, registration_history, running_jobs
+from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
+from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
+from .sync_logs import failures_csv, job_page, job_progress_fragment
+
+log = logging.getLogger("enroll_sync.web")
 
 bp = Blueprint("registrations", __name__, url_prefix="/registrations")
 
 PAGE_SIZE = 50
+GRADES = ("PK", "TK", "K", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
+SYNC = (security.VIEW_REGISTRATIONS, security.EDIT_REGISTRATIONS)
+
+
+def can_sync(user=None) -> bool:
+    user = user or current_user
+    return all(user.can(p) for p in SYNC)
+
+
+# --------------------------------------------------------------------------- the list
+
+def _sort_args(args) -> tuple[str, str]:
+    sort = args.get("sort", DEFAULT_SORT[0])
+    if sort not in SORTS:
+        sort = DEFAULT_SORT[0]
+    direction = args.get("dir", "asc" if sort != DEFAULT_SORT[0] else DEFAULT_SORT[1])
+    return sort, ("desc" if direction == "desc" else "asc")
+
+
+def _page_arg(args) -> int:
+    try:
+        return max(1, min(int(args.get("page", 1)), 100000))
+    except (TypeError, ValueError):
+        return 1
+
+
+def _list_url(flt: RegistrationFilter, sort: str, direction: str, page: int = 1, **changes) -> str:
+    args = {**flt.to_args()}
+    if (sort, direction) != DEFAULT_SORT:
+        args.update(sort=sort, dir=direction)
+    if page > 1:
+        args["page"] = page
+    args.update(changes)
+    args = {k: v for k, v in args.items() if v not in (None, "")}
+    return url_for("registrations.index", **args)
+
+
+def _choices():
+    schools = list(scoped(School).order_by(School.name))
+    years = [y for (y,) in scoped(Registration, fn.DISTINCT(Registration.school_year))
+             .order_by(Registration.school_year.desc()).tuples()]
+    return {"schools": schools, "school_years": years, "grades": GRADES,
+            "statuses": REGISTRATION_STATUSES, "sync_statuses": SYNC_STATUSES}
 
 
 @bp.route("/")
 @security.require_permission(security.VIEW_REGISTRATIONS)
 def index():
-    from flask import request
-    try:
-        page = max(1, int(request.args.get("page", 1)))
-    except ValueError:
-        page = 1
-    query = (scoped(Registration, Registration, Student, School)
-             .join(Student).switch(Registration).join(School)
-             .order_by(Registration.form_id.desc()))
+    flt = RegistrationFilter.from_args(request.args)
+    sort, direction = _sort_args(request.args)
+    page = _page_arg(request.args)
+    query = flt.query(org_id(), Registration, Student, School)
     total = query.count()
-    rows = list(query.paginate(page, PAGE_SIZE))
-    return render("registrations/index.html", "registration-list", rows=rows, page=page, total=total,
-                  pages=max(1, -(-total // PAGE_SIZE)))
+    pages = max(1, -(-total // PAGE_SIZE))
+    page = min(page, pages)
+    column = SORTS[sort]
+    order = [column.desc() if direction == "desc" else column.asc()]
+    if sort != "form_id":
+        order.append(Registration.form_id.desc() if direction == "desc" else Registration.form_id.asc())
+    rows = list(query.order_by(*order).paginate(page, PAGE_SIZE))
 
+    def sort_url(key):
+        new_dir = "desc" if (key == sort and direction == "asc") else "asc"
+        if key != sort and key in ("form_id", "submitted", "last_synced"):
+            new_dir = "desc"
+        return _list_url(flt, key, new_dir)
+
+    resp = make_response(render(
+        "registrations/index.html", "registration-list", rows=rows, page=page, pages=pages, total=total,
+        flt=flt, sort=sort, direction=direction, sort_url=sort_url,
+        page_url=lambda p: _list_url(flt, sort, direction, p), can_sync=can_sync(), **_choices()))
+    if is_htmx():
+        # the address bar shows the filter without the empty fields of the form
+        resp.headers["HX-Push-Url"] = _list_url(flt, sort, direction, page)
+    return resp
+
+
+# --------------------------------------------------------------------------- Sync to SIS
+
+def _selection_from_form() -> Selection:
+    sel = Selection.from_form(request.form)
+    if sel.all_matching and sel.upto is None:
+        upto = scoped(Registration, fn.MAX(Registration.id)).scalar()
+        sel = dataclasses.replace(sel, upto=upto or 0)
+    return sel
+
+
+def _back_url(sel: Selection) -> str:
+    return url_for("registrations.index", **sel.filter.to_args())
+
+
+def _confirm(sel: Selection, *, error: str | None = None, status: int = 200):
+    plan = None if sel.empty else plan_sync(current_app, org_id(), sel)
+    if error is None and plan is not None and plan.will_sync == 0:
+        error = "None of the selected registrations can be synced; see why below."
+        status = 422
+    return render("registrations/confirm.html", "sync-confirm", plan=plan, selection=sel, error=error,
+                  back_url=_back_url(sel)), status
+
+
+@bp.route("/sync/confirm", methods=["POST"])
+@security.require_permission(*SYNC)
+def sync_confirm():
+    """Bulk Actions > Sync to SIS: how many will sync, how many are skipped and why."""
+    sel = _selection_from_form()
+    if sel.empty:
+        return _confirm(sel, error="Select at least one registration, or select all registrations matching "
+                                   "this filter.", status=422)
+    return _confirm(sel)
+
+
+@bp.route("/sync", methods=["POST"])
+@security.require_permission(*SYNC)
+def sync_start():
+    """Proceed with Sync: create the job and hand it to the workers."""
+    sel = _selection_from_form()
+    if sel.empty:
+        return _confirm(sel, error="Select at least one registration, or select all registrations matching "
+                                   "this filter.", status=422)
+    job = create_job(current_app, org_id(), current_user.id, sel)
+    if job is None:
+        return _confirm(sel, error="None of the selected registrations can be synced; see why below.",
+                        status=422)
+    audit("sync.start", "SyncJob", job.id, total=job.total, all_matching=sel.all_matching,
+          filter=sel.filter.to_args() if sel.all_matching else None,
+          registrations=None if sel.all_matching else list(sel.ids))
+    _enqueue(job)
+    target = url_for("registrations.job", job_id=job.id)
+    if is_htmx():
+        resp = current_app.response_class("", 200)
+        resp.headers["HX-Redirect"] = target
+        return resp
+    return redirect(target)
+
+
+def _enqueue(job: SyncJob) -> None:
+    from ..sync.queue import enqueue_job
+    try:
+        enqueue_job(current_app, job.id)
+    except Exception:  # the queue is down: the job waits; worker recovery enqueues it later
+        log.exception("could not enqueue sync job %s", job.id)
+        flash("The sync job was saved but the queue could not be reached; it will start when a sync "
+              "worker is back.", "warning")
+
+
+# --------------------------------------------------------------------------- the job, for a registrar
+
+@bp.route("/sync-jobs/<job_id>")
+@security.require_permission(*SYNC)
+def job(job_id):
+    return job_page(get_scoped_or_404(SyncJob, job_id), area="registrations")
+
+
+@bp.route("/sync-jobs/<job_id>/progress")
+@security.require_permission(*SYNC)
+def job_progress(job_id):
+    return job_progress_fragment(get_scoped_or_404(SyncJob, job_id), area="registrations")
+
+
+@bp.route("/sync-jobs/<job_id>/failures.csv")
+@security.require_permission(*SYNC)
+def job_failures_csv(job_id):
+    return failures_csv(get_scoped_or_404(SyncJob, job_id))
+
+
+@bp.route("/sync-jobs/<job_id>/retry", methods=["POST"])
+@security.require_permission(*SYNC)
+def job_retry(job_id):
+    """Retry failed: a new job of only the failed records."""
+    old = get_scoped_or_404(SyncJob, job_id)
+    area = "sync_logs" if request.form.get("area") == "sync_logs" and current_user.can(
+        security.SYNC_FULL_ACCESS) else "registrations"
+    new = create_retry_job(current_app, old, current_user.id)
+    if new is None:
+        flash("This job has no failed records to retry.", "info")
+        target = url_for(f"{area}.job", job_id=old.id)
+    else:
+        audit("sync.retry_failed", "SyncJob", new.id, retry_of=old.id, total=new.total)
+        _enqueue(new)
+        flash(f"Retrying {new.total} failed record(s) of job #{old.id}.", "success")
+        target = url_for(f"{area}.job", job_id=new.id)
+    if is_htmx():
+        resp = current_app.response_class("", 200)
+        resp.headers["HX-Redirect"] = target
+        return resp
+    return redirect(target)
+
+
+# --------------------------------------------------------------------------- one registration
 
 @bp.route("/<form_id>")
 @security.require_permission(security.VIEW_REGISTRATIONS)
 def detail(form_id):
-    from flask import abort
-    from . import org_id
     try:
         fid = int(form_id)
     except ValueError:
@@ -45,5 +233,49 @@ def detail(form_id):
     sections: dict[str, list] = {}
     for f in fields:
         sections.setdefault(f.section, []).append((f, reg.answers.get(f.key, "")))
-    history = list(SyncItem.select().where(SyncItem.registration == reg).order_by(SyncItem.id.desc()))
-    return render("registrations/detail.html", None, reg=reg, sections=sections, history=history)
+    return render("registrations/detail.html", None, reg=reg, sections=sections,
+                  history=registration_history(reg), can_sync=can_sync())
+
+
+# --------------------------------------------------------------------------- running jobs in the navigation
+
+@bp.app_context_processor
+def _running_jobs_nav():
+    def running_sync_jobs():
+        if not current_user.is_authenticated:
+            return []
+        if can_sync():
+            area = "registrations"
+        elif current_user.can(security.SYNC_FULL_ACCESS):
+            area = "sync_logs"
+        else:
+            return []
+        try:
+            return [(p, url_for(f"{area}.job", job_id=p.job.id)) for p in running_jobs(current_user.organization_id)]
+        except Exception:  # the navigation must never break a page
+            log.warning("could not list running sync jobs", exc_info=True)
+            return []
+    return {"running_sync_jobs": running_sync_jobs}
+
+
+@bp.app_template_filter("pretty_json")
+def pretty_json(value):
+    """A payload or SIS answer as readable JSON (accents as they are; escaped by Jinja)."""
+    import json
+    if value is None:
+        return ""
+    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
+
+
+@bp.app_template_filter("duration")
+def duration(seconds):
+    if seconds is None:
+        return "—"
+    seconds = int(round(seconds))
+    if seconds < 60:
+        return f"{seconds} s"
+    minutes, s = divmod(seconds, 60)
+    if minutes < 60:
+        return f"{minutes} min {s:02d} s"
+    hours, m = divmod(minutes, 60)
+    return f"{hours} h {m:02d} min"

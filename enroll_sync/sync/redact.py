@@ -1,0 +1,73 @@
+"""Scrub secrets and tokens out of what a sync stores and shows.
+
+The payload sent and the SIS's answer are kept in each registration's history. The
+adapter should never put a secret in them, but a history page is not the place to
+find out it did: values of secret-looking keys are replaced, every known secret of
+the connection is cut out of every string, and so is any ``Bearer``/``Basic``
+credential (``transport.redact``).
+"""
+from __future__ import annotations
+
+import json
+import re
+from typing import Any, Iterable
+
+from ..transport import REDACTED, redact
+
+SENSITIVE_KEY = re.compile(r"secret|password|passwd|token|authorization|api[_-]?key|credential|cookie",
+                           re.IGNORECASE)
+
+
+def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
+    """A copy of ``value`` (JSON-like) with secrets and tokens replaced by ``[redacted]``."""
+    secrets = [s for s in secrets if s]
+    return _scrub(value, secrets)
+
+
+def _scrub(value: Any, secrets: list[str]) -> Any:
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if isinstance(k, str) and SENSITIVE_KEY.search(k) and v not in (None, ""):
+                out[k] = REDACTED
+            else:
+                out[k] = _scrub(v, secrets)
+        return out
+    if isinstance(value, (list, tuple)):
+        return [_scrub(v, secrets) for v in value]
+    if isinstance(value, str):
+        return redact(value, secrets) if (secrets or "Bearer " in value or "Basic " in value) else value
+    if value is None or isinstance(value, (bool, int, float)):
+        return value
+    return redact(str(value), secrets)
+
+
+def scrub_text(text: str | None, secrets: Iterable[str] = ()) -> str | None:
+    if text is None:
+        return None
+    return redact(str(text), [s for s in secrets if s])
+
+
+#: words whose presence anywhere in the JSON text sends it down the careful path
+_SENSITIVE_WORDS = ("secret", "password", "passwd", "token", "authorization", "apikey", "api_key", "api-key",
+                    "credential", "cookie", "bearer ", "basic ")
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+def dumps_scrubbed(value: Any, secrets: Iterable[str] = ()) -> str | None:
+    """``scrub(value)`` as compact JSON text, fast when there is nothing to scrub.
+
+    A sync stores a payload and an answer per record; walking each of them is the
+    slow way, so the JSON text is searched first and walked only when a secret, a
+    credential or a secret-looking key appears in it."""
+    if value is None:
+        return None
+    text = _dumps(value)
+    secrets = [str(s) for s in secrets if s and len(str(s)) >= 3]
+    lowered = text.lower()
+    suspicious = (any(w in lowered for w in _SENSITIVE_WORDS)
+                  or any(s in text or json.dumps(s, ensure_ascii=False)[1:-1] in text for s in secrets))
+    return _dumps(_scrub(value, secrets)) if suspicious else text
