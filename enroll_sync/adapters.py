@@ -201,6 +201,9 @@ class SISAdapter:
     label: ClassVar[str] = ""
     #: the adapter's version, shown by ``enroll-sync plugins``
     version: ClassVar[str] = "0"
+    #: records per request the SIS takes; sync jobs hand ``export()`` a few batches at a
+    #: time. Adapters usually set it from a connection setting in ``__init__``.
+    batch_size: int = 100
 
     def __init__(self, settings: Mapping[str, Any]):
         self.settings = dict(settings)

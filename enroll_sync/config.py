@@ -27,6 +27,13 @@ SETTINGS = {
     "LOGIN_WINDOW_SECONDS": ("300", "The sign-in rate-limit window."),
     "SECURE_COOKIES": ("0", "Mark the session cookie Secure (set 1 behind HTTPS)."),
     "SANDBOX_POWERSCHOOL_URL": ("http://127.0.0.1:5001", "Where the demo PowerSchool sandbox listens (demo data)."),
+    # Sync job tuning; blank means the default in enroll_sync/sync/jobs.py (JobSettings).
+    "JOB_TASKS": (None, "Tasks one sync job is split into, so several workers can share it (default 4)."),
+    "JOB_BATCHES_PER_EXPORT": (None, "Adapter batches handed to one export() call (default 5)."),
+    "JOB_HEARTBEAT_SECONDS": (None, "How often a running task proves it is alive."),
+    "JOB_STALE_SECONDS": (None, "After this long without a heartbeat a task's records are taken back (default 60)."),
+    "JOB_RECOVERY_SECONDS": (None, "How often workers look for dead tasks (default 15)."),
+    "JOB_POLL_SECONDS": (None, "Wait between tries while another job holds a registration (default 0.5)."),
 }
 
 
