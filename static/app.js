@@ -11,6 +11,16 @@
       other.dispatchEvent(new Event("change", { bubbles: true }));
     });
   });
+  // Unticking one row un-ticks the "select all" boxes that cover it, so "select all N
+  // matching" never stays on while the admin has left a registration out.
+  document.addEventListener("change", function (event) {
+    var box = event.target;
+    if (!box.matches || !box.matches("input[type=checkbox][name]") || box.checked) return;
+    var scope = box.closest("form") || document;
+    scope.querySelectorAll('input[data-select-all="' + box.name + '"]').forEach(function (all) {
+      all.checked = false;
+    });
+  });
 })();
 
 // Sync Service: the Field Mapping editor and the Send Record dialog.

@@ -482,3 +482,21 @@ def test_5_a_rejected_student_is_fixed_in_the_mapping_and_retried(new_page, stac
     expect(retry_row).to_contain_text("Completed")
     screenshot(admin, "sync-logs", at=admin.get_by_role("heading", name="Sync Logs"))
     stack.sandbox_faults(reject_last_names=[])
+
+
+def test_6_unticking_a_row_clears_select_all_matching(new_page, stack):
+    """"Select all N matching" must not stay on once the registrar leaves one out: the
+    sync would otherwise include the student they just unticked."""
+    n_approved = len(stack.query("SELECT id FROM registration WHERE status = 'Approved'"))
+    page = new_page(REGISTRAR)
+    page.get_by_role("link", name="Registrations").click()
+    quick_filter(page, "Status", "Approved")
+    everything = page.get_by_label(f"Select all {n_approved} registrations matching this filter")
+    on_page = page.get_by_label("Select all on this page")
+    everything.check()
+    rows = page.get_by_role("row").get_by_role("checkbox", name=re.compile(r"^Select (?!all)"))
+    expect(rows.first).to_be_checked()
+    rows.first.uncheck()
+    expect(everything).not_to_be_checked()
+    expect(on_page).not_to_be_checked()
+    expect(rows.nth(1)).to_be_checked()
