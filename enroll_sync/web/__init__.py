@@ -10,7 +10,7 @@ from jinja2_fragments.flask import render_block
 from ..models import AuditLog
 
 #: modules under enroll_sync.web that define ``bp``
-BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "sync_service", "sync_logs")
+BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "sync_service", "sync_logs")
 
 
 def register_blueprints(app):
