@@ -140,6 +140,18 @@ def install_catalog(organization) -> int:
     return len(rows)
 
 
+def source_field_keys(organization_id: int) -> frozenset[str]:
+    """Every key a mapping row may read in this organization: its form fields + system values."""
+    keys = {f.key for f in FormField.select(FormField.key).where(FormField.organization == organization_id)}
+    keys.update(k for k, _ in SYSTEM_FIELDS)
+    return frozenset(keys)
+
+
+def student_sis_id(reg) -> str | None:
+    """The student's id in the SIS when known (the export is then an update)."""
+    return reg.student.sis_id or reg.sis_id or None
+
+
 def source_values(reg, school=None, student=None) -> dict:
     """The flat dict a mapping reads: answers plus the system values."""
     school = school or reg.school

@@ -10,7 +10,7 @@ import datetime as dt
 import json
 
 from peewee import (BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField,
-                    Model, TextField, BlobField)
+                    Model, TextField)
 
 from .db import database
 

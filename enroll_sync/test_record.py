@@ -26,13 +26,13 @@ from typing import Any, Iterable
 from flask import current_app
 
 from .adapters import AdapterError, ExportRecord, ExportResult, FieldError, FieldSection, Outcome
-from .catalog import SYSTEM_FIELDS, source_values
+from .catalog import source_field_keys, source_values, student_sis_id
 from .connections import open_adapter, secret_values, target_sections
 from .db import database
 from .mapping.context import MappingContext
 from .mapping.engine import CompiledMapping, MappingResult, compile_mapping
 from .models import (JOB_DONE, JOB_FAILED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL,
-                     SYNC_SUCCEEDED, FormField, Mapping, Registration, Student, SyncConnection, SyncItem,
+                     SYNC_SUCCEEDED, Mapping, Registration, Student, SyncConnection, SyncItem,
                      SyncJob, utcnow)
 
 log = logging.getLogger("enroll_sync.test_record")
@@ -56,13 +56,6 @@ def step_classes(app=None) -> dict:
     return (app or current_app).extensions["enroll_sync.steps"]
 
 
-def source_field_keys(organization_id: int) -> frozenset[str]:
-    """Every key a mapping row may read in this organization: its form fields + system values."""
-    keys = {f.key for f in FormField.select(FormField.key).where(FormField.organization == organization_id)}
-    keys.update(k for k, _ in SYSTEM_FIELDS)
-    return frozenset(keys)
-
-
 def load_mapping(conn: SyncConnection, kind: str = EXPORT_STUDENT) -> Mapping | None:
     return Mapping.get_or_none((Mapping.connection == conn.id) & (Mapping.kind == kind))
 
@@ -74,11 +67,6 @@ def compile_for(conn: SyncConnection, rows: Iterable[dict], sections: list[Field
         sections = target_sections(conn, app=app)
     return compile_mapping(list(rows or ()), sections, step_classes(app),
                            source_fields=source_field_keys(conn.organization_id))
-
-
-def student_sis_id(reg: Registration) -> str | None:
-    """The student's id in the SIS when known (the export is then an update)."""
-    return (reg.student.sis_id or reg.sis_id or None)
 
 
 def mapping_context(reg: Registration, today: dt.date | None = None) -> MappingContext:

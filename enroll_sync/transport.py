@@ -299,7 +299,6 @@ class Transport:
         attempt = 0
         refreshed = False
         extra_headers = dict(kwargs.pop("headers", None) or {})
-        last_response: httpx.Response | None = None
         while True:
             attempt += 1
             headers = dict(extra_headers)
@@ -321,7 +320,6 @@ class Transport:
                          max_attempts, wait)
                 time.sleep(wait)
                 continue
-            last_response = response
             status = response.status_code
             if status == 401 and _auth and self.auth is not None and not refreshed:
                 refreshed = True

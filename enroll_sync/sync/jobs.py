@@ -46,10 +46,10 @@ from typing import Any, Callable, Iterable, Iterator
 from peewee import JOIN, Cast, Value, fn
 
 from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
-from ..catalog import source_values
+from ..catalog import source_field_keys, source_values, student_sis_id
 from ..db import database, is_sqlite
 from ..models import (JOB_DONE, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
-                      SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, FormField, Mapping,
+                      SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, Mapping,
                       Organization, Registration, School, Student, SyncConnection, SyncItem, SyncJob,
                       User, utcnow)
 from .redact import dumps_scrubbed, scrub_text
@@ -199,8 +199,7 @@ def check_connection(conn: SyncConnection, app, source_fields: Iterable[str] | N
         log.exception("target_fields of connection %s failed", conn.id)
         return ConnectionCheck(conn, f"The SIS fields of {conn.name} could not be loaded.", version=stamp)
     if source_fields is None:
-        source_fields = [k for (k,) in FormField.select(FormField.key)
-                         .where(FormField.organization == conn.organization_id).tuples()]
+        source_fields = source_field_keys(conn.organization_id)
     compiled = compile_mapping(mapping.rows, sections, steps=app.extensions.get("enroll_sync.steps"),
                                source_fields=source_fields)
     if compiled.unmapped_required:
@@ -215,7 +214,7 @@ def check_connection(conn: SyncConnection, app, source_fields: Iterable[str] | N
 
 
 def check_connections(org_id: int, app) -> dict[int, ConnectionCheck]:
-    fields = [k for (k,) in FormField.select(FormField.key).where(FormField.organization == org_id).tuples()]
+    fields = source_field_keys(org_id)
     conns = SyncConnection.select().where(SyncConnection.organization == org_id)
     return {c.id: check_connection(c, app, fields) for c in conns}
 
@@ -556,8 +555,7 @@ class JobRunner:
         self.cfg = cfg or job_settings(app)
         self.stop = stop or threading.Event()
         self.org = Organization.get_by_id(job.organization_id)
-        self.source_fields = [k for (k,) in FormField.select(FormField.key)
-                              .where(FormField.organization == self.org.id).tuples()]
+        self.source_fields = source_field_keys(self.org.id)
         today = dt.date.today()
         self.ctx_insert = MappingContext(today=today, insert=True)
         self.ctx_update = MappingContext(today=today, insert=False)
@@ -674,7 +672,7 @@ class JobRunner:
             if check.problem:
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, check.problem))
                 continue
-            sis_id = reg.student.sis_id or reg.sis_id or None  # known: the sync is an update
+            sis_id = student_sis_id(reg)  # known: the sync is an update
             try:
                 result = check.compiled(source_values(reg, reg.school, reg.student),
                                         self.ctx_update if sis_id else self.ctx_insert)

@@ -47,7 +47,7 @@ def edfi_command(host, port, token_lifetime):
     click.echo(f"Ed-Fi-style sandbox SIS on {handle.url}")
     click.echo(f"  OpenAPI document   {handle.url}/metadata/data/v3/swagger.json")
     click.echo(f"  JSON Schema        {handle.url}/schemas/person.schema.json")
-    click.echo(f"  create operation   POST /data/v3/ed-fi/students (upserts on studentUniqueId)")
+    click.echo("  create operation   POST /data/v3/ed-fi/students (upserts on studentUniqueId)")
     click.echo(f"  OAuth2 token URL   {handle.url}/oauth/token")
     click.echo(f"  sandbox client id  {creds.client_id}  (sandbox-only credentials, see "
                f"sis_generic.testserver.Credentials)")
