@@ -176,6 +176,7 @@ class PageProblems(list):
 #: counts htmx swaps that have settled, so a test can wait for "the answer is on the page"
 HTMX_SETTLE_COUNTER = """
 window.__htmxSettled = 0;
+window.__pageLoad = Math.random();
 document.addEventListener("htmx:afterSettle", function () { window.__htmxSettled++; });
 """
 
@@ -235,16 +236,28 @@ def new_page(browser, stack, request):
 @contextmanager
 def htmx_swap(page):
     """Wrap one user gesture that makes an HTMX request; returns once htmx has swapped
-    the answer in and settled, so the next gesture finds the new elements."""
+    the answer in and settled, so the next gesture finds the new elements. A full page
+    load during the gesture fails: HTMX should have kept the page."""
     from playwright.sync_api import TimeoutError as PlaywrightTimeout
 
-    before = page.evaluate("window.__htmxSettled")
+    page.wait_for_load_state()
+    before = page.evaluate("[window.__pageLoad, window.__htmxSettled]")
     yield
     try:
-        page.wait_for_function("n => window.__htmxSettled > n", arg=before)
+        page.wait_for_function("([load, n]) => window.__pageLoad !== load || window.__htmxSettled > n", arg=before)
     except PlaywrightTimeout:
         raise AssertionError("no HTMX swap followed this gesture: is an hx-* attribute broken, or did the "
                              "request fail?") from None
+    if page.evaluate("window.__pageLoad") != before[0]:
+        raise AssertionError("this gesture loaded a whole page instead of an HTMX swap (or the previous "
+                             "navigation had not finished: use follow())")
+
+
+def follow(page, link):
+    """Click a link or button that loads a whole page, and return once that page has loaded,
+    so that the next step (an HTMX gesture above all) acts on the new page."""
+    with page.expect_navigation():
+        link.click()
 
 
 def screenshot(page, name: str, *, at=None, block: str = "start", full_page: bool = False):

@@ -21,7 +21,7 @@ from playwright.sync_api import expect
 
 from sis_powerschool.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
-from .conftest import htmx_swap, screenshot
+from .conftest import follow, htmx_swap, screenshot
 
 ADMIN = "admin@riverside.example"
 SYNC_ADMIN = "sync@riverside.example"
@@ -68,7 +68,7 @@ def go_to(page, *menu):
     nav = page.get_by_role("navigation", name="Main")
     nav.get_by_text("Settings", exact=True).click()
     for name in menu:
-        nav.get_by_role("link", name=name).click()
+        follow(page, nav.get_by_role("link", name=name))
 
 
 def choose(page, label: str, option: str):
@@ -120,7 +120,7 @@ def test_1_sync_admin_adds_maps_and_sends_a_test_record(new_page, stack):
     go_to(page, "Sync Service")
     expect(page.get_by_role("heading", name="Sync Service Login")).to_be_visible()
     page.get_by_role("button", name="Add Sync Connection").click()
-    page.get_by_role("link", name="PowerSchool").click()
+    follow(page, page.get_by_role("link", name="PowerSchool"))
     page.get_by_label("Connection name").fill(CONNECTION)
     page.get_by_label("Instance").select_option(label="Sandbox")
     page.get_by_label("Server URL").fill(stack.sandbox_url)
@@ -141,15 +141,15 @@ def test_1_sync_admin_adds_maps_and_sends_a_test_record(new_page, stack):
     screenshot(page, "sync-service-connections", at=card, block="end")
 
     # Configure Mapping > Export Student Mapping > Configure: the examples
-    card.get_by_role("button", name="Configure Mapping").click()
-    page.get_by_role("link", name="Export Student Mapping").click()
+    follow(page, card.get_by_role("button", name="Configure Mapping"))
+    follow(page, page.get_by_role("link", name="Export Student Mapping"))
     expect(page.get_by_role("tab", name="Configure")).to_have_attribute("aria-selected", "true")
     page.get_by_label("Registration Example 1").fill(str(example["form_id"]))
     page.get_by_label("Student Example 1").fill(student_example["schoolmint_id"])
     page.get_by_role("button", name="Save").click()
     expect(page.get_by_text("Saved the examples.")).to_be_visible()
     expect(page.get_by_test_id("examples")).to_contain_text(str(example["form_id"]))
-    page.get_by_role("tab", name="Field Mapping").click()
+    follow(page, page.get_by_role("tab", name="Field Mapping"))
     expect(page.get_by_label("Mapped Value shows")).to_contain_text(f"Registration Form ID {example['form_id']}")
 
     # from here on every change is an HTMX swap: the page must never reload
@@ -266,7 +266,7 @@ def test_2_district_admin_assigns_the_connection_to_schools(new_page, stack):
     expect(page.get_by_role("heading", name="Manage Schools")).to_be_visible()
 
     # Edit a School > Primary tab: assign the API sync connection
-    page.get_by_role("link", name=f"Edit {first}").click()
+    follow(page, page.get_by_role("link", name=f"Edit {first}"))
     expect(page.get_by_role("tab", name="Primary")).to_be_visible()
     page.get_by_label("API Sync Connection").select_option(label=f"{CONNECTION} (Sandbox)")
     page.get_by_role("button", name="Save").click()
@@ -331,7 +331,7 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
     page = new_page(REGISTRAR)
 
     # Registrations > Quick Filters: Approved > select all matching
-    page.get_by_role("link", name="Registrations").click()
+    follow(page, page.get_by_role("link", name="Registrations"))
     expect(page.get_by_role("heading", name="Registrations")).to_be_visible()
     quick_filter(page, "Status", "Approved")
     expect(page.get_by_test_id("match-count")).to_contain_text(f"{n_approved} registrations match this filter")
@@ -364,7 +364,7 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
     screenshot(page, "bulk-sync-progress", at=page.get_by_role("heading", name=re.compile("Sync to SIS")))
 
     # Registrations: each row's Sync Status
-    page.get_by_role("navigation", name="breadcrumb").get_by_role("link", name="Registrations").click()
+    follow(page, page.get_by_role("navigation", name="breadcrumb").get_by_role("link", name="Registrations"))
     quick_filter(page, "Status", "Approved")
     for reg in approved:
         expect(page.get_by_test_id(f"sync-status-{reg['form_id']}")).to_have_text("Succeeded")
@@ -379,7 +379,7 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
 
 def test_4_viewer_cannot_sync(new_page, stack):
     page = new_page(VIEWER)
-    page.get_by_role("link", name="Registrations").click()
+    follow(page, page.get_by_role("link", name="Registrations"))
     quick_filter(page, "Status", "Approved")
     expect(page.get_by_role("row").nth(1)).to_be_visible()
     expect(page.get_by_text("Bulk Actions")).to_have_count(0)
@@ -416,7 +416,7 @@ def test_5_a_rejected_student_is_fixed_in_the_mapping_and_retried(new_page, stac
 
     # the Registrar syncs the school's Approved registrations; one fails
     registrar = new_page(REGISTRAR)
-    registrar.get_by_role("link", name="Registrations").click()
+    follow(registrar, registrar.get_by_role("link", name="Registrations"))
     quick_filter(registrar, "Status", "Approved")
     quick_filter(registrar, "School", school)
     expect(registrar.get_by_test_id("match-count")).to_contain_text(f"{len(at_school)} registration")
@@ -433,7 +433,7 @@ def test_5_a_rejected_student_is_fixed_in_the_mapping_and_retried(new_page, stac
     go_to(admin, "Sync Logs")
     expect(admin.get_by_role("heading", name="Sync Logs")).to_be_visible()
     expect(admin.get_by_test_id(f"count-{job_id}-failed")).to_have_text("1")
-    admin.get_by_role("link", name=f"Bulk #{job_id}").click()
+    follow(admin, admin.get_by_role("link", name=f"Bulk #{job_id}"))
     with htmx_swap(admin):
         admin.get_by_role("link", name="Failed (1)").click()
     failed_row = admin.get_by_role("region", name="Records").get_by_role("row").filter(
@@ -445,9 +445,9 @@ def test_5_a_rejected_student_is_fixed_in_the_mapping_and_retried(new_page, stac
 
     # ... and fixes the mapping: Last Name drops apostrophes (a Substitute step)
     go_to(admin, "Sync Service")
-    admin.get_by_role("article", name=CONNECTION).get_by_role("button", name="Configure Mapping").click()
-    admin.get_by_role("link", name="Export Student Mapping").click()
-    admin.get_by_role("tab", name="Field Mapping").click()
+    follow(admin, admin.get_by_role("article", name=CONNECTION).get_by_role("button", name="Configure Mapping"))
+    follow(admin, admin.get_by_role("link", name="Export Student Mapping"))
+    follow(admin, admin.get_by_role("tab", name="Field Mapping"))
     admin.evaluate("window.__marker = 'field mapping'")
     choose(admin, "Mapping Type for Last Name", "transformation")
     expect(admin.get_by_label("From Enroll Field for Last Name", exact=True)).to_have_value("student_legal_last_name")
@@ -489,7 +489,7 @@ def test_6_unticking_a_row_clears_select_all_matching(new_page, stack):
     sync would otherwise include the student they just unticked."""
     n_approved = len(stack.query("SELECT id FROM registration WHERE status = 'Approved'"))
     page = new_page(REGISTRAR)
-    page.get_by_role("link", name="Registrations").click()
+    follow(page, page.get_by_role("link", name="Registrations"))
     quick_filter(page, "Status", "Approved")
     everything = page.get_by_label(f"Select all {n_approved} registrations matching this filter")
     on_page = page.get_by_label("Select all on this page")
