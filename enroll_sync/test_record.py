@@ -9,7 +9,8 @@ what was sent; if the mapping or the registration changed in between, nothing is
 sent and the new preview is shown instead.
 
 The helpers at the top (``compile_for``, ``mapping_context``, ``export_record``,
-``status_for``, ``redact``) are the pieces a bulk sync job needs too. Needs an app
+``status_for``) are the pieces a bulk sync job needs too; secrets are cut out
+with ``sync.redact.scrub``, as in a job's history. Needs an app
 context (plugin manager, encryption key) like ``connections``.
 """
 from __future__ import annotations
@@ -34,6 +35,7 @@ from .mapping.engine import CompiledMapping, MappingResult, compile_mapping
 from .models import (JOB_DONE, JOB_FAILED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL,
                      SYNC_SUCCEEDED, Mapping, Registration, Student, SyncConnection, SyncItem,
                      SyncJob, utcnow)
+from .sync.redact import scrub
 
 log = logging.getLogger("enroll_sync.test_record")
 
@@ -80,27 +82,6 @@ def export_record(reg: Registration, result: MappingResult) -> ExportRecord:
 
 def status_for(outcome: Outcome) -> str:
     return STATUS_OF_OUTCOME.get(outcome, SYNC_FAILED)
-
-
-def redact(value: Any, secrets: Iterable[str]) -> Any:
-    """``value`` with every secret replaced by ••• (strings inside dicts and lists too)."""
-    secrets = [s for s in secrets if s]
-    if not secrets:
-        return value
-
-    def walk(v):
-        if isinstance(v, str):
-            for s in secrets:
-                if s in v:
-                    v = v.replace(s, "•••")
-            return v
-        if isinstance(v, dict):
-            return {walk(k): walk(x) for k, x in v.items()}
-        if isinstance(v, (list, tuple)):
-            return [walk(x) for x in v]
-        return v
-
-    return walk(value)
 
 
 def canonical_json(value: Any) -> str:
@@ -181,7 +162,7 @@ def preview_test_record(conn: SyncConnection, reg: Registration, *, mapping: Map
     try:
         body = open_adapter(conn, app).preview(record)
     except AdapterError as exc:
-        raise TestRecordError(redact(str(exc), secrets)) from None
+        raise TestRecordError(scrub(str(exc), secrets)) from None
     except Exception as exc:  # a bug in the adapter: logged, never shown
         _log_unexpected("preview", conn, exc, secrets)
         raise TestRecordError(GENERIC_ADAPTER_FAILURE, 502) from None
@@ -195,7 +176,7 @@ def preview_test_record(conn: SyncConnection, reg: Registration, *, mapping: Map
     if not result.ok:
         n = len(result.errors)
         blockers.append(f"{n} mapping error{'s' if n != 1 else ''} must be fixed before this record can be sent.")
-    return TestRecordPreview(registration=reg, record=record, result=result, body=redact(body, secrets),
+    return TestRecordPreview(registration=reg, record=record, result=result, body=scrub(body, secrets),
                              insert=ctx.insert, mapping_version=mapping.version if mapping else 0,
                              blockers=blockers)
 
@@ -276,12 +257,12 @@ def send_test_record(conn: SyncConnection, reg: Registration, user, *, fingerpri
     done = utcnow()
     with database.atomic():
         item.status = status
-        item.reason = redact(reason, secrets) if reason else None
+        item.reason = scrub(reason, secrets) if reason else None
         item.action = result.action
         item.sis_id = result.sis_id
-        item.sent = redact(result.sent if result.sent is not None else preview.body, secrets)
-        item.response = redact(result.response, secrets)
-        item.errors = redact(errors, secrets) if errors else None
+        item.sent = scrub(result.sent if result.sent is not None else preview.body, secrets)
+        item.response = scrub(result.response, secrets)
+        item.errors = scrub(errors, secrets) if errors else None
         item.finished_at = done
         item.save()
         changes = {Registration.sync_status: status}
@@ -303,14 +284,14 @@ def _export_one(conn, record: ExportRecord, secrets, app) -> ExportResult:
     try:
         results = open_adapter(conn, app).export([record])
     except AdapterError as exc:
-        return ExportResult(record.record_id, Outcome.FAILED, message=redact(str(exc), secrets))
+        return ExportResult(record.record_id, Outcome.FAILED, message=scrub(str(exc), secrets))
     except Exception as exc:  # a bug in the adapter: logged (redacted), never shown
         _log_unexpected("export", conn, exc, secrets)
         return ExportResult(record.record_id, Outcome.FAILED, message=GENERIC_ADAPTER_FAILURE)
     for r in results or ():
         if isinstance(r, ExportResult) and str(r.record_id) == record.record_id:
             if r.message:
-                r.message = redact(r.message, secrets)
+                r.message = scrub(r.message, secrets)
             return r
     log.error("adapter %s returned no result for record %s", conn.adapter, record.record_id)
     return ExportResult(record.record_id, Outcome.FAILED,
@@ -322,10 +303,10 @@ def _safe_message(conn, exc: Exception, app=None) -> str:
         secrets = secret_values(conn, app)
     except Exception:
         secrets = []
-    return redact(str(exc), secrets)
+    return scrub(str(exc), secrets)
 
 
 def _log_unexpected(what: str, conn, exc: BaseException, secrets) -> None:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log.error("Send Test Record: %s through connection %s (%s) failed unexpectedly:\n%s",
-              what, conn.id, conn.adapter, redact(text, secrets))
+              what, conn.id, conn.adapter, scrub(text, secrets))

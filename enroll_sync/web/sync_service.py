@@ -26,12 +26,14 @@ from ..catalog import source_values
 from ..connections import (ENVIRONMENTS, SettingsError, adapter_classes, create_connection, open_adapter,
                            secret_values, target_sections, update_connection)
 from ..db import database
+from ..ids import parse_id
 from ..mapping.codes import UNMATCHED_POLICIES
 from ..mapping.engine import MAPPING_TYPES, compile_mapping
 from ..models import Mapping, Registration, School, SyncConnection, utcnow
 from ..security import secret_box
+from ..sync.redact import scrub
 from ..test_record import (EXPORT_STUDENT, REGISTRATION_MODULE_NOTE, PreviewChanged, TestRecordError,
-                           load_mapping, preview_test_record, redact, send_test_record)
+                           load_mapping, preview_test_record, send_test_record)
 from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
 from . import mapping_ui as ui
 
@@ -68,7 +70,7 @@ def _secrets(conn) -> list[str]:
 def _log_unexpected(what: str, conn, exc: BaseException) -> None:
     text = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
     log.error("%s for connection %s (%s) failed unexpectedly:\n%s", what, conn.id, conn.adapter,
-              redact(text, _secrets(conn)))
+              scrub(text, _secrets(conn)))
 
 
 def _adapter_label(name: str) -> str:
@@ -92,7 +94,7 @@ def _sections(conn, refresh: bool = False):
     try:
         sections = target_sections(conn, refresh=refresh)
     except AdapterError as exc:
-        message = redact(str(exc), _secrets(conn))
+        message = scrub(str(exc), _secrets(conn))
     except ValueError as exc:  # e.g. secrets that cannot be decrypted with this key
         message = str(exc)
     except Exception as exc:
@@ -151,8 +153,8 @@ def test_connection(connection_id):
     except Exception as exc:
         _log_unexpected("Test Connection", conn, exc)
         ok, message = False, GENERIC_FAILURE
-    message = redact(message, secrets)
-    details = redact(details, secrets)
+    message = scrub(message, secrets)
+    details = scrub(details, secrets)
     conn.last_check_at, conn.last_check_ok, conn.last_check_message = utcnow(), ok, message
     with database.atomic():
         SyncConnection.update(last_check_at=conn.last_check_at, last_check_ok=ok, last_check_message=message).where(
@@ -521,8 +523,8 @@ def send_record(connection_id, kind):
         return _send_dialog(conn, kind, error=REGISTRATION_MODULE_NOTE), 409
     reg = None
     raw = request.form.get("registration_id", "")
-    if raw.isdigit():
-        reg = Registration.get_or_none((Registration.id == int(raw)) & (Registration.organization == org_id()))
+    if parse_id(raw) is not None:
+        reg = Registration.get_or_none((Registration.id == parse_id(raw)) & (Registration.organization == org_id()))
     fingerprint = request.form.get("fingerprint", "")
     if reg is None or not fingerprint:
         return _send_dialog(conn, kind, error="Open the preview with Send Record first; nothing was sent."), 400
