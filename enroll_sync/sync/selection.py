@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from ..ids import parse_id
 from ..models import REGISTRATION_STATUSES, SYNC_STATUSES, Registration, School, Student
 
 #: the Quick Filters, in the order the form shows them
@@ -55,7 +56,7 @@ class RegistrationFilter:
         school = _first(args, "school")
         return cls(
             status=status if status in REGISTRATION_STATUSES else "",
-            school=int(school) if school.isdigit() else None,
+            school=parse_id(school),
             grade=_first(args, "grade")[:10],
             sync_status=sync_status if sync_status in SYNC_STATUSES else "",
             school_year=_first(args, "school_year")[:20],
@@ -100,8 +101,8 @@ class RegistrationFilter:
                     both = piece if both is None else both & piece
                 search |= both
             search |= (Student.schoolmint_id == term) | (Student.sis_id == term) | (Registration.sis_id == term)
-            if term.isdigit() and len(term) < 12:
-                search |= Registration.form_id == int(term)
+            if parse_id(term) is not None:
+                search |= Registration.form_id == parse_id(term)
             cond &= search
         return cond
 
@@ -133,14 +134,13 @@ class Selection:
             raw_ids = [raw_ids]
         ids = []
         for value in raw_ids or ():
-            value = str(value).strip()
-            if value.isdigit():
-                ids.append(int(value))
+            if parse_id(value) is not None:
+                ids.append(parse_id(value))
         upto = _first(form, "upto")
         return cls(filter=RegistrationFilter.from_args(form),
                    ids=tuple(sorted(set(ids)))[: cls.MAX_IDS],
                    all_matching=_first(form, "all_matching") in ("1", "on", "true", "yes"),
-                   upto=int(upto) if upto.isdigit() else None)
+                   upto=parse_id(upto))
 
     @property
     def empty(self) -> bool:

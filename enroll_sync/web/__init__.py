@@ -7,6 +7,7 @@ from flask import abort, render_template, request
 from flask_login import current_user
 from jinja2_fragments.flask import render_block
 
+from ..ids import parse_id
 from ..models import AuditLog
 
 #: modules under enroll_sync.web that define ``bp``
@@ -47,9 +48,8 @@ def scoped(model, *fields):
 
 
 def get_scoped_or_404(model, pk):
-    try:
-        pk = int(pk)
-    except (TypeError, ValueError):
+    pk = parse_id(pk)
+    if pk is None:
         abort(404)
     obj = model.get_or_none((model.id == pk) & (model.organization == org_id()))
     if obj is None:

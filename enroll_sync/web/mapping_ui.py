@@ -22,6 +22,7 @@ from peewee import Case, fn
 from ..adapters import FieldSection, TargetField
 from ..catalog import SYSTEM_FIELDS, SYSTEM_SECTION
 from ..db import database, is_sqlite
+from ..ids import parse_id
 from ..mapping.automap import auto_map
 from ..mapping.codes import UNMATCHED_POLICIES, CodeAnswer, match_code_answers
 from ..mapping.context import MappingContext
@@ -144,9 +145,8 @@ class Example:
 
 
 def find_registration(org_id: int, form_id: Any) -> Registration | None:
-    try:
-        fid = int(str(form_id).strip())
-    except (TypeError, ValueError):
+    fid = parse_id(form_id)
+    if fid is None:
         return None
     return Registration.get_or_none((Registration.organization == org_id) & (Registration.form_id == fid))
 
@@ -180,14 +180,14 @@ def check_examples(org_id: int, registration_values: Iterable[str], student_valu
         name = f"registration_example-{i}"
         if i >= MAX_EXAMPLES:
             errors[name] = f"Up to {MAX_EXAMPLES} Registration Examples."
-        elif not v.isdigit():
+        elif parse_id(v) is None:
             errors[name] = f"“{v}” is not a Registration Form ID: use the numbers at the end of the registration's URL."
         elif find_registration(org_id, v) is None:
             errors[name] = f"No registration with Registration Form ID {v} in this organization."
-        elif str(int(v)) in regs:
+        elif str(parse_id(v)) in regs:
             errors[name] = f"Registration Form ID {v} is already an example."
         else:
-            regs.append(str(int(v)))
+            regs.append(str(parse_id(v)))
     students: list[str] = []
     for i, raw in enumerate(student_values):
         v = (raw or "").strip()

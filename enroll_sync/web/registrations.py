@@ -17,6 +17,7 @@ from flask_login import current_user
 from peewee import fn
 
 from .. import security
+from ..ids import parse_id
 from ..models import (REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Registration, School,
                       Student, SyncJob)
 from ..sync.jobs import create_job, create_retry_job, plan_sync, registration_history, running_jobs
@@ -222,9 +223,8 @@ def job_retry(job_id):
 @bp.route("/<form_id>")
 @security.require_permission(security.VIEW_REGISTRATIONS)
 def detail(form_id):
-    try:
-        fid = int(form_id)
-    except ValueError:
+    fid = parse_id(form_id)
+    if fid is None:
         abort(404)
     reg = Registration.get_or_none((Registration.form_id == fid) & (Registration.organization == org_id()))
     if reg is None:

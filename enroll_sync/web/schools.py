@@ -6,6 +6,7 @@ from flask import Blueprint, flash, redirect, request, url_for
 
 from .. import security
 from ..db import database
+from ..ids import parse_id, parse_ids
 from ..models import School, SyncConnection
 from . import audit, get_scoped_or_404, render, scoped
 
@@ -38,10 +39,7 @@ def bulk_set_connection():
     connection = None
     if raw_conn:
         connection = get_scoped_or_404(SyncConnection, raw_conn)
-    try:
-        ids = sorted({int(i) for i in ids})
-    except ValueError:
-        ids = []
+    ids = sorted(set(parse_ids(ids) or []))
     schools = list(scoped(School).where(School.id.in_(ids))) if ids else []
     if not schools:
         error = "Select at least one school."
@@ -89,7 +87,7 @@ def edit(school_id):
             errors["high_grade"] = "The highest grade must not be below the lowest."
         connection = None
         if raw_conn:
-            connection = scoped(SyncConnection).where(SyncConnection.id == (int(raw_conn) if raw_conn.isdigit() else 0)).first()
+            connection = scoped(SyncConnection).where(SyncConnection.id == (parse_id(raw_conn) or 0)).first()
             if connection is None:
                 errors["sync_connection"] = "Choose one of your sync connections."
         if not errors:
