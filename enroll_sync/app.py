@@ -9,6 +9,7 @@ from flask_wtf.csrf import CSRFError, CSRFProtect
 from htmx_flask import Htmx
 
 from . import db as dbmod
+from . import log_redaction
 from .config import load_config
 from .plugins import adapter_classes, build_plugin_manager, step_classes
 from .resources import resource_dir
@@ -18,6 +19,9 @@ log = logging.getLogger("enroll_sync")
 
 def build_app(config: dict | None = None) -> Flask:
     cfg = load_config(config)
+    log_redaction.install()
+    # one line per SIS request at INFO would flood the log and print URLs
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Flask("enroll_sync", template_folder=str(resource_dir("templates")),
                 static_folder=str(resource_dir("static")), instance_path=cfg["INSTANCE_PATH"])
     app.config.update(cfg)

@@ -13,6 +13,8 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import abort, current_app
 from flask_login import current_user, login_required
 
+from . import log_redaction
+
 SYNC_FULL_ACCESS = "Sync Service Full Access"
 VIEW_REGISTRATIONS = "View Registrations"
 EDIT_REGISTRATIONS = "Edit Registrations"
@@ -64,9 +66,11 @@ class SecretBox:
         if not token:
             return {}
         try:
-            return json.loads(self._fernet.decrypt(token.encode()))
+            values = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken as exc:
             raise ValueError("The stored connection secrets cannot be decrypted with this ENROLL_SYNC_ENCRYPTION_KEY.") from exc
+        log_redaction.remember(values.values() if isinstance(values, dict) else ())
+        return values
 
 
 def secret_box(app=None) -> SecretBox:

@@ -1,0 +1,33 @@
+"""A connection's secrets and any bearer token never reach a log line, whoever logs it:
+an adapter's traceback in a worker, httpx printing a URL, a library."""
+from __future__ import annotations
+
+import logging
+
+from enroll_sync.connections import create_connection, secret_values
+from enroll_sync.db import database
+from enroll_sync.models import Organization
+
+SECRET = "s3cr3t-client-secret-value"
+API_KEY = "key-0123456789abcdef"
+
+
+def test_secrets_are_cut_out_of_messages_and_tracebacks(app, caplog):
+    with app.app_context(), database.connection_context():
+        org = Organization.select().first()
+        conn = create_connection(org, "powerschool", "Logged", "sandbox",
+                                 {"server_url": "http://127.0.0.1:9", "client_id": "id-visible",
+                                  "client_secret": SECRET})
+        assert SECRET in secret_values(conn)  # decrypting is what teaches the logs the secret
+    caplog.set_level(logging.INFO)
+    log = logging.getLogger("enroll_sync.sync.jobs")
+    try:
+        raise RuntimeError(f"adapter blew up while using {SECRET}")
+    except RuntimeError:
+        log.exception("export through connection %s failed with %s", conn.id, SECRET)
+    logging.getLogger("some.library").warning("GET https://sis.example/api?secret=%s", SECRET)
+    logging.getLogger("httpx").warning("sent Authorization: Bearer eyJhbGciOiJIUzI1NiJ9.payload.sig")
+    text = caplog.text
+    assert "adapter blew up while using [redacted]" in text  # the traceback is kept, the secret is not
+    assert "failed with [redacted]" in text and "api?secret=[redacted]" in text
+    assert SECRET not in text and "eyJhbGciOiJIUzI1NiJ9" not in text
