@@ -9,8 +9,12 @@ authenticate inside the timed part. The adapter also pays for its duplicate chec
 
     .venv/bin/python benchmarks/powerschool_export.py [--records 5000] [--latency-ms 20]
 
-It prints records per second of each and the ratio, and ends with one line of
-JSON: {"adapter_records_per_s": ..., "baseline_records_per_s": ..., "ratio": ...}.
+The two are measured in interleaved rounds (which goes first alternates), after one
+warm-up round that does not count, so a change in the machine's load hits both
+alike. Every round is printed. The figures are medians over the rounds (at least 5):
+records per second of each, and ``ratio``, the median of the per-round ratios
+adapter/bare (each compares two runs made moments apart). It ends with one line of
+JSON: {"adapter_records_per_s": ..., "baseline_records_per_s": ..., "ratio": ..., ...}.
 
 ``bare_httpx_post_loop`` is importable (the bulk-sync benchmark reuses it)::
 
@@ -21,6 +25,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import statistics
 import subprocess
 import sys
 import time
@@ -112,6 +117,9 @@ def start_sandbox_process(*, latency_ms: int, page_size_max: int = 500):
     return proc, line.split()[3]
 
 
+MIN_ROUNDS = 5
+
+
 def main(argv: Sequence[str] | None = None) -> dict:
     from sis_powerschool.adapter import PowerSchoolAdapter
     from sis_powerschool.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
@@ -120,8 +128,13 @@ def main(argv: Sequence[str] | None = None) -> dict:
     ap.add_argument("--records", type=int, default=5000)
     ap.add_argument("--latency-ms", type=int, default=20)
     ap.add_argument("--batch-size", type=int, default=100)
-    ap.add_argument("--rounds", type=int, default=3, help="runs of each; the best counts")
+    ap.add_argument("--rounds", type=int, default=MIN_ROUNDS,
+                    help=f"measured rounds of each, interleaved; the median counts "
+                         f"(at least {MIN_ROUNDS})")
+    ap.add_argument("--warmup", type=int, default=1, help="rounds of each run first, not counted")
     args = ap.parse_args(argv)
+    if args.rounds < MIN_ROUNDS:
+        ap.error(f"--rounds must be at least {MIN_ROUNDS} (the median of fewer is noise)")
 
     proc, url = start_sandbox_process(latency_ms=args.latency_ms)
     try:
@@ -138,15 +151,15 @@ def main(argv: Sequence[str] | None = None) -> dict:
         def stored() -> int:
             return len(httpx.get(url + "/sandbox/dump", timeout=60).json()["students"])
 
-        adapter_runs, bare_runs = [], []
-        for _ in range(args.rounds):
+        def run_bare() -> float:
             reset()
             bare = bare_httpx_post_loop(url, DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, bodies,
                                         args.batch_size)
             if bare["succeeded"] != args.records or stored() != args.records:
                 raise SystemExit(f"the bare loop did not store every record: {bare}")
-            bare_runs.append(bare["records_per_s"])
+            return bare["records_per_s"]
 
+        def run_adapter() -> float:
             reset()
             start = time.perf_counter()
             with PowerSchoolAdapter(settings) as adapter:  # a fresh connection: token included
@@ -157,22 +170,41 @@ def main(argv: Sequence[str] | None = None) -> dict:
                 bad = next((r for r in results if not r.ok), None)
                 raise SystemExit(f"the adapter did not store every record ({ok} ok): "
                                  f"{bad.message if bad else ''}")
-            adapter_runs.append(args.records / seconds)
+            return args.records / seconds
+
+        print(f"{args.records} records, batch size {args.batch_size}, {args.latency_ms} ms added "
+              f"latency; {args.rounds} interleaved rounds after {args.warmup} warm-up", flush=True)
+        adapter_runs, bare_runs, ratios = [], [], []
+        for i in range(-args.warmup, args.rounds):
+            bare_first = i % 2 == 0  # alternate, so neither always runs on a warmer sandbox
+            if bare_first:
+                bare_rps = run_bare()
+                adapter_rps = run_adapter()
+            else:
+                adapter_rps = run_adapter()
+                bare_rps = run_bare()
+            label = "warm-up" if i < 0 else f"round {i + 1}"
+            print(f"{label:>8}: adapter {adapter_rps:7.1f} records/s, bare {bare_rps:7.1f} "
+                  f"records/s, ratio {adapter_rps / bare_rps:.3f} "
+                  f"({'bare' if bare_first else 'adapter'} first)", flush=True)
+            if i >= 0:
+                adapter_runs.append(adapter_rps)
+                bare_runs.append(bare_rps)
+                ratios.append(adapter_rps / bare_rps)
     finally:
         proc.terminate()
         proc.wait(timeout=10)
 
-    adapter_rps, bare_rps = max(adapter_runs), max(bare_runs)
-    ratio = adapter_rps / bare_rps
-    print(f"{args.records} records, batch size {args.batch_size}, {args.latency_ms} ms added "
-          f"latency, best of {args.rounds}")
-    print(f"adapter (match-before-insert on): {adapter_rps:8.1f} records/s  "
-          f"(runs: {', '.join(f'{x:.1f}' for x in adapter_runs)})")
-    print(f"bare httpx loop:                  {bare_rps:8.1f} records/s  "
-          f"(runs: {', '.join(f'{x:.1f}' for x in bare_runs)})")
-    print(f"ratio adapter/bare: {ratio:.3f} (target >= 0.9)")
+    adapter_rps, bare_rps = statistics.median(adapter_runs), statistics.median(bare_runs)
+    ratio = statistics.median(ratios)
+    print(f"adapter (match-before-insert on): {adapter_rps:8.1f} records/s  (median)")
+    print(f"bare httpx loop:                  {bare_rps:8.1f} records/s  (median)")
+    print(f"ratio adapter/bare: {ratio:.3f} (median of the per-round ratios, "
+          f"{min(ratios):.3f} to {max(ratios):.3f}; target >= 0.9)")
     figures = {"adapter_records_per_s": round(adapter_rps, 1),
-               "baseline_records_per_s": round(bare_rps, 1), "ratio": round(ratio, 3)}
+               "baseline_records_per_s": round(bare_rps, 1), "ratio": round(ratio, 3),
+               "ratio_min": round(min(ratios), 3), "ratio_max": round(max(ratios), 3),
+               "rounds": args.rounds}
     print(json.dumps(figures))
     return figures
 

@@ -7,6 +7,7 @@ context (for the plugin manager and the encryption key).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from typing import Any
 
@@ -74,6 +75,8 @@ def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], store
                 value: Any = int(raw)
             elif f.type == "number":
                 value = float(raw)
+                if not math.isfinite(value):
+                    raise ValueError(raw)
             else:
                 value = raw
         except (TypeError, ValueError):

@@ -227,6 +227,10 @@ def test_add_sync_connection_renders_the_adapter_settings_and_checks_each_field(
     assert errors["timeout_s"].endswith("must be a number.")
     assert "Enter a name for this connection." in r.text and "Choose Sandbox or Production." in r.text
     assert 'value="ftp://sis.example"' in r.text  # what was typed stays
+    for not_a_number in ("nan", "inf", "-Infinity", "1e999"):  # float() takes them; a timeout cannot be one
+        r = admin.post_form(f"{BASE}/new/powerschool", {"s_timeout_s": not_a_number})
+        errors = dict(re.findall(r'data-error-for="([^"]+)">([^<]+)<', r.text))
+        assert r.status_code == 422 and errors["timeout_s"].endswith("must be a number."), not_a_number
     with app.app_context(), database.connection_context():
         before = SyncConnection.select().count()
     r = admin.post_form(f"{BASE}/new/powerschool", {

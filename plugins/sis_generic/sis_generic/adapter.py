@@ -14,10 +14,12 @@ location (a JSON Pointer into the body or the ``Location`` header) and error bod
 from __future__ import annotations
 
 import base64
+import dataclasses
 import datetime as dt
 import decimal
 import html
 import logging
+import math
 import re
 import threading
 from typing import Any, Mapping, Sequence
@@ -27,8 +29,8 @@ from enroll_sync import (AdapterError, CheckResult, ExportRecord, ExportResult, 
                          FieldSection, Outcome, SettingField, SISAdapter, nest)
 from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
 
-from .schema import (PASTED_URI, ApiDescription, OperationRef, json_path_to_field, load_description,
-                     parse_document, parse_operation)
+from .schema import (PASTED_URI, ApiDescription, LookupRef, OperationRef, json_path_to_field,
+                     load_description, parse_document, parse_lookup, parse_operation)
 
 __all__ = ["GenericRestAdapter"]
 
@@ -57,6 +59,9 @@ ACCEPT_JSON = {"Accept": "application/json"}
 STOP_KINDS = frozenset({"unreachable", "tls", "auth"})
 SLOW_KINDS = frozenset({"timeout", "retries"})
 NOT_CONFIRMED = "The SIS never confirmed the record, so it is not marked as synced."
+FIND_EXISTING = "Find existing record"
+#: where a lookup's answer usually keeps its list of matches (the default id location)
+LIST_KEYS = ("data", "items", "results", "records", "value", "content", "entries", "rows")
 
 
 def _is_location(value: str) -> bool:
@@ -86,13 +91,21 @@ def _pointer_get(doc: Any, pointer: str) -> Any:
     return cur
 
 
+class NotFinite(ValueError):
+    """A NaN or an infinity: JSON has no way to carry it."""
+
+
 def _jsonable(value: Any) -> Any:
     """Values the mapping may hand over that JSON has no type for."""
+    if isinstance(value, float) and not math.isfinite(value):
+        raise NotFinite(str(value))
     if isinstance(value, (str, int, float, bool)) or value is None:
         return value
     if isinstance(value, (dt.date, dt.datetime, dt.time)):
         return value.isoformat()
     if isinstance(value, decimal.Decimal):
+        if not value.is_finite():
+            raise NotFinite(str(value))
         return int(value) if value == value.to_integral_value() else float(value)
     if isinstance(value, (list, tuple)):
         return [_jsonable(v) for v in value]
@@ -102,7 +115,10 @@ def _jsonable(value: Any) -> Any:
 
 
 def _coerce(value: Any, ftype: str | None) -> Any:
-    """Form answers arrive as text; send numbers and booleans as the schema types them."""
+    """Form answers arrive as text; send numbers and booleans as the schema types them,
+    and a number mapped to a text field (a form id as the natural key) as text."""
+    if ftype == "string" and isinstance(value, (int, float)) and not isinstance(value, bool):
+        return str(value)
     if not isinstance(value, str) or ftype not in ("integer", "number", "boolean"):
         return value
     text = value.strip()
@@ -110,6 +126,8 @@ def _coerce(value: Any, ftype: str | None) -> Any:
         return int(text)
     if ftype == "number" and re.fullmatch(r"[+-]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?", text):
         number = float(text)
+        if not math.isfinite(number):
+            return value  # "1e999": left as text, so the schema check reports it
         return int(number) if number.is_integer() and "." not in text and "e" not in text.lower() else number
     if ftype == "boolean":
         low = text.lower()
@@ -118,6 +136,104 @@ def _coerce(value: Any, ftype: str | None) -> Any:
         if low in ("false", "no", "n", "0", "f"):
             return False
     return value
+
+
+def _dotted_get(body: Any, key: str) -> Any:
+    """The value at a dotted target key (``contact.email``, ``addresses.0.city``) of a body."""
+    cur = body
+    for part in key.split("."):
+        if isinstance(cur, dict) and part in cur:
+            cur = cur[part]
+        elif isinstance(cur, list) and part.isdigit() and int(part) < len(cur):
+            cur = cur[int(part)]
+        else:
+            return None
+    return cur
+
+
+def _scalar_id(value: Any) -> str | None:
+    if isinstance(value, (str, int)) and not isinstance(value, bool) and str(value).strip():
+        return str(value)
+    return None
+
+
+def _found_id(parsed: Any, pointer: str) -> tuple[str, Any]:
+    """Read a ``Find existing record`` answer: ("found", id), ("none", None),
+    ("ambiguous", how many matched) or ("no_id", None)."""
+    if parsed is None or parsed == {} or parsed == []:
+        return "none", None
+    if not pointer:
+        items = None
+        if isinstance(parsed, list):
+            items = parsed
+        elif isinstance(parsed, dict):
+            key = next((k for k in LIST_KEYS if isinstance(parsed.get(k), list)), None)
+            if key is None:
+                key = next((k for k, v in parsed.items() if isinstance(v, list)
+                            and all(isinstance(x, dict) for x in v)), None)
+            if key is not None:
+                items = parsed[key]
+            elif isinstance(parsed.get("data"), dict):
+                items = [parsed["data"]]
+            elif "id" in parsed:
+                items = [parsed]
+            elif parsed.get("data") is None and "data" in parsed:
+                items = []
+        if items is None:
+            return "no_id", None
+        if not items:
+            return "none", None
+        if len(items) > 1:
+            return "ambiguous", len(items)
+        found = _scalar_id(items[0].get("id")) if isinstance(items[0], dict) else None
+        return ("found", found) if found else ("no_id", None)
+    cur = parsed
+    through_list = False
+    for raw in pointer.split("/")[1:]:
+        token = raw.replace("~1", "/").replace("~0", "~")
+        if isinstance(cur, list):
+            if not through_list:
+                through_list = True
+                if not cur:
+                    return "none", None  # an empty list of matches
+                if len(cur) > 1:
+                    return "ambiguous", len(cur)
+            if not (token.isdigit() and int(token) < len(cur)):
+                return "no_id", None
+            cur = cur[int(token)]
+        elif isinstance(cur, dict) and token in cur:
+            cur = cur[token]
+        elif isinstance(cur, dict) and not through_list and cur.get(token, None) is None and \
+                all(v in (None, [], {}) for v in cur.values()):
+            return "none", None  # {"data": null}
+        else:
+            return "no_id", None
+    found = _scalar_id(cur)
+    return ("found", found) if found else ("no_id", None)
+
+
+def _with_lookup(info: dict | None, shown: str) -> dict:
+    return {"lookup": shown, **(info or {})}
+
+
+class _Guard:
+    """Stops sending the rest of an export once the SIS cannot be used (unreachable,
+    TLS, credentials) or keeps timing out / failing after retries."""
+
+    def __init__(self, adapter: "GenericRestAdapter"):
+        self.adapter = adapter
+        self.stop: str | None = None
+        self.slow_failures = 0
+
+    def note(self, kind: str | None, result: ExportResult) -> None:
+        if kind in STOP_KINDS:
+            self.stop = self.adapter._stop_reason(result)
+        elif kind in SLOW_KINDS:
+            self.slow_failures += 1
+            if self.slow_failures >= 2:
+                self.stop = self.adapter._stop_reason(result)
+        else:
+            self.slow_failures = 0
 
 
 class GenericRestAdapter(SISAdapter):
@@ -169,6 +285,20 @@ class GenericRestAdapter(SISAdapter):
                          help="e.g. PUT /data/v3/ed-fi/students/{id}, used for students whose SIS "
                               "id is known. Blank: the create operation upserts (Ed-Fi's POST "
                               "matches on the natural key)."),
+            SettingField("lookup_operation", FIND_EXISTING,
+                         help="Optional: a GET that finds a record already in the SIS, e.g. "
+                              "GET /api/v1/people?email={contact.email} — each {placeholder} is "
+                              "a To Field key, filled from the record. Before a record is "
+                              "created (and when creating answers 409) the SIS is asked; a match "
+                              "is updated with the update operation and keeps its id. Set it "
+                              "when the create operation does not upsert, so a repeated sync "
+                              "updates instead of failing or duplicating."),
+            SettingField("lookup_id_location", "Where the found record's id is",
+                         help="A JSON Pointer into the answer of Find existing record, e.g. "
+                              "/data/0/id. Blank: the \"id\" of the first match — the answer's "
+                              "first item when it is an array, else the first item of its "
+                              "data/items/results list, or the answer itself when it is one "
+                              "record. More than one match is never guessed."),
             SettingField("request_mode", "Records per request", "choice", default="single",
                          choices=REQUEST_MODES),
             SettingField("batch_size", "Batch size", "integer", default=25, min=1, max=1000,
@@ -198,11 +328,16 @@ class GenericRestAdapter(SISAdapter):
         if raw is None or (isinstance(raw, str) and not raw.strip()):
             value = default
         else:
+            label = next((f.label for f in self.settings_schema() if f.key == key), key)
+            if isinstance(raw, bool):
+                raise AdapterError(f"{label} must be a number, not {raw!r}.")
             try:
                 value = float(raw)
-            except (TypeError, ValueError):
-                label = next((f.label for f in self.settings_schema() if f.key == key), key)
+            except (TypeError, ValueError, OverflowError):
                 raise AdapterError(f"{label} must be a number, not {str(raw)[:40]!r}.") from None
+            if not math.isfinite(value):
+                raise AdapterError(f"{label} must be a finite number between {lo:g} and {hi:g}, "
+                                   f"not {str(raw)[:40]!r}.")
         value = min(max(value, lo), hi)
         return int(value) if integer else value
 
@@ -340,6 +475,14 @@ class GenericRestAdapter(SISAdapter):
             raise AdapterError("Set the create operation, e.g. \"POST /data/v3/ed-fi/students\".")
         update = parse_operation(self.settings.get("update_operation"), "The update operation",
                                  allow_placeholder=True)
+        lookup = parse_lookup(self.settings.get("lookup_operation"), FIND_EXISTING)
+        if lookup is not None and update is None:
+            raise AdapterError(f"{FIND_EXISTING} needs an update operation (e.g. PUT "
+                               f"/api/v1/people/{{id}}) to update the record it finds.")
+        lookup_id = self._s("lookup_id_location")
+        if lookup_id and not lookup_id.startswith("/"):
+            raise AdapterError("\"Where the found record's id is\" must be a JSON Pointer such as "
+                               f"/data/0/id (or blank), not {lookup_id[:60]!r}.")
         id_location = self._s("id_location", LOCATION_HEADER)
         if not _is_location(id_location) and not id_location.startswith("/"):
             raise AdapterError("\"Where the new id is\" must be \"Location header\" or a JSON "
@@ -358,8 +501,20 @@ class GenericRestAdapter(SISAdapter):
         else:
             document = parse_document(self._s("schema_text"), "The pasted schema document")
             uri = PASTED_URI
-        return load_description(kind=kind, document=document, uri=uri, fetch=self._fetch,
-                                create=create, update=update)
+        api = load_description(kind=kind, document=document, uri=uri, fetch=self._fetch,
+                               create=create, update=update)
+        if lookup is not None:
+            known = set(api.field_types())
+            for key in lookup.keys:
+                norm = re.sub(r"(?<=\.)\d+(?=\.|$)", "0", key)
+                if norm not in known:
+                    sample = ", ".join(sorted(known)[:8])
+                    raise AdapterError(f"{FIND_EXISTING} ({lookup}) matches on {{{key}}}, which is "
+                                       f"not a field of the {api.resource} schema (fields include "
+                                       f"{sample}…). Use the To Field key of a field the mapping "
+                                       f"fills.")
+            api.lookup = lookup
+        return api
 
     def _description(self, *, fresh: bool = False) -> ApiDescription:
         with self._lock:
@@ -370,8 +525,12 @@ class GenericRestAdapter(SISAdapter):
 
     # ------------------------------------------------------------------ contract: fields
     def target_fields(self) -> list[FieldSection]:
+        """Always read the schema afresh: the core caches the sections itself and asks
+        again only on first use and on Refresh fields, and the adapter instance lives on
+        across those, so a cached description would hide a changed schema. The fresh
+        description also replaces the one exports validate against."""
         try:
-            return list(self._description().sections)
+            return list(self._description(fresh=True).sections)
         except AdapterError as exc:
             raise AdapterError(self._redact(str(exc))) from None
 
@@ -383,7 +542,12 @@ class GenericRestAdapter(SISAdapter):
             if value is None or (isinstance(value, str) and not value.strip()):
                 continue  # a blank answer is not sent
             norm = re.sub(r"(?<=\.)\d+(?=\.|$)", "0", str(key))
-            flat[str(key)] = _coerce(_jsonable(value), types.get(norm))
+            try:
+                flat[str(key)] = _coerce(_jsonable(value), types.get(norm))
+            except NotFinite as exc:
+                raise AdapterError(f"{key} is {exc}, which is not a number the SIS can be sent "
+                                   f"(JSON has no NaN or infinity); fix the value or its "
+                                   f"mapping.") from None
         return nest(flat)
 
     def _is_update(self, record: ExportRecord, api: ApiDescription) -> bool:
@@ -444,12 +608,17 @@ class GenericRestAdapter(SISAdapter):
             if resp.status_code == 403:
                 notes.append(f"GET {path} answered HTTP 403: this client may not read "
                              f"{api.resource.lower()} records (writing may still be allowed).")
+        if api.lookup is not None:
+            problem = self._check_lookup(transport, api)
+            if problem:
+                return CheckResult(False, self._redact(problem))
         fields = api.fields
         required = api.required
         shown = ", ".join(required[:8]) + (" …" if len(required) > 8 else "")
         message = (f"Connected. {api.resource} ({api.create}): {len(fields)} fields, "
                    f"{len(required)} required{': ' + shown if required else ''}. "
                    + (f"Updates use {api.update}." if api.update else "The create operation upserts.")
+                   + (f" Existing records are found with {api.lookup}." if api.lookup else "")
                    + (" " + " ".join(notes) if notes else ""))
         kind = {"openapi": "OpenAPI", "swagger": "Swagger", "jsonschema": "JSON Schema"}[api.kind]
         details = {
@@ -458,10 +627,50 @@ class GenericRestAdapter(SISAdapter):
                       + f" ({self._redact(api.source)})",
             "create operation": str(api.create),
             "update operation": str(api.update) if api.update else "the create operation upserts",
+            "find existing record": str(api.lookup) if api.lookup else "not set",
             "fields": str(len(fields)),
             "required": ", ".join(required) or "none",
         }
         return CheckResult(True, self._redact(message), details)
+
+    def _check_lookup(self, transport: Transport, api: ApiDescription) -> str | None:
+        """Run Find existing record once with a value no record has; None when it behaves."""
+        lookup = api.lookup
+        path = lookup.url_path({k: "enroll-sync-check-0" for k in lookup.keys})
+        shown = f"{FIND_EXISTING} (GET {path})"
+        try:
+            resp = transport.request("GET", self._url(path), headers=ACCEPT_JSON, retry=False)
+        except TransportError as exc:
+            return f"The schema was read, but {shown} failed: {exc}"
+        status = resp.status_code
+        parsed, is_json, text = self._parse(resp)
+        if status == 404:
+            if "{" in lookup.template.split("?", 1)[0]:
+                return None  # /people/by-email/{email}: 404 is "no such record"
+            return (f"The schema was read, but {shown} answered HTTP 404: the SIS has no such "
+                    f"path. Check {FIND_EXISTING}.")
+        if status in (401, 403):
+            return (f"The schema was read, but {shown} answered HTTP {status}: these credentials "
+                    f"may not read the records a repeated sync must find and update.")
+        if not 200 <= status < 300:
+            detail, _, _ = self._error_details(parsed, is_json, text, status)
+            return (f"The schema was read, but {shown} answered HTTP {status}"
+                    f"{': ' + detail if detail else ''}.")
+        if text.strip() and not is_json:
+            return (f"The schema was read, but {shown} answered with a body that is not JSON "
+                    f"(“{_snippet(text)}”).")
+        outcome, value = _found_id(parsed, self._s("lookup_id_location"))
+        if outcome in ("found", "ambiguous"):
+            n = value if outcome == "ambiguous" else 1
+            return (f"The schema was read, but {shown} found {n} record{'s' if n != 1 else ''} "
+                    f"for a value no record has: the SIS seems to ignore the filter, so every "
+                    f"record would be matched to the wrong student. Check the parameter name "
+                    f"in {FIND_EXISTING}.")
+        if outcome == "no_id":
+            return (f"The schema was read, but the answer of {shown} has no list of matches "
+                    f"where “Where the found record's id is” points. Set it to the JSON Pointer "
+                    f"of the id, e.g. /data/0/id.")
+        return None
 
     # ------------------------------------------------------------------ contract: export
     def export(self, records: Sequence[ExportRecord]) -> list[ExportResult]:
@@ -494,26 +703,21 @@ class GenericRestAdapter(SISAdapter):
                                           code="internal")
                 continue
             if errors:
-                first = "; ".join(f"{e.field + ': ' if e.field else ''}{e.message}" for e in errors[:3])
-                more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
-                results[i] = ExportResult(
-                    record_id=record.record_id, outcome=Outcome.FAILED, sis_id=record.sis_id,
-                    errors=errors,
-                    message=f"Not sent: the record does not match the SIS schema — {first}{more}.")
+                results[i] = self._invalid(record, errors)
                 continue
             if self.array_mode and not update:
                 batched.append((i, record, body))
             else:
-                singles.append((i, record, self._request_body(body, api, update), update))
+                singles.append((i, record, body, update))
 
-        stop: str | None = None
-        slow_failures = 0
-        for i, record, body, update in singles:
-            if stop:
-                results[i] = self._failed(record, f"Not sent: {stop}", code="not_sent")
-                continue
+        guard = _Guard(self)
+
+        def run(i: int, record: ExportRecord, body: Any, send) -> None:
+            if guard.stop:
+                results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
+                return
             try:
-                result, kind = self._send_one(transport, api, record, body, update)
+                result, kind = send()
             except Exception:  # a bug; still exactly one honest result per record
                 log.exception("generic_rest: sending record %s failed", record.record_id)
                 result, kind = self._failed(record, "Not synced: the generic REST adapter failed "
@@ -521,39 +725,75 @@ class GenericRestAdapter(SISAdapter):
                                                     "it is not marked as synced.",
                                             code="internal", sent=body), None
             results[i] = result
-            if kind in STOP_KINDS:
-                stop = self._stop_reason(result)
-            elif kind in SLOW_KINDS:
-                slow_failures += 1
-                if slow_failures >= 2:
-                    stop = self._stop_reason(result)
-            else:
-                slow_failures = 0
+            guard.note(kind, result)
+
+        for i, record, body, update in singles:
+            run(i, record, body,
+                lambda record=record, body=body, update=update:
+                self._send_one(transport, api, record, body, update))
+
+        if batched and api.lookup is not None:
+            # match before insert: found records are updated one by one, the rest batched
+            new: list[tuple[int, ExportRecord, Any]] = []
+            for i, record, body in batched:
+                if guard.stop:
+                    results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
+                    continue
+                try:
+                    found, failure = self._find_existing(transport, api, record, body)
+                except Exception:
+                    log.exception("generic_rest: looking up record %s failed", record.record_id)
+                    found, failure = None, (self._failed(
+                        record, f"Not sent: the generic REST adapter failed while running "
+                                f"{FIND_EXISTING} (internal error).", code="internal"), None)
+                if failure is not None:
+                    results[i] = failure[0]
+                    guard.note(failure[1], failure[0])
+                elif found is not None:
+                    run(i, record, body, lambda record=record, body=body, found=found:
+                        self._update_found(transport, api, record, body, found, conflict=False))
+                else:
+                    new.append((i, record, body))
+            batched = new
 
         for start in range(0, len(batched), size):
             chunk = batched[start:start + size]
-            if stop:
+            if guard.stop:
                 for i, record, _ in chunk:
-                    results[i] = self._failed(record, f"Not sent: {stop}", code="not_sent")
+                    results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
                 continue
             try:
-                out, kind = self._send_batch(transport, api, chunk)
+                out, kind, statuses = self._send_batch(transport, api, chunk)
             except Exception:
                 log.exception("generic_rest: sending a batch of %d failed", len(chunk))
                 out = [self._failed(record, "Not synced: the generic REST adapter failed while "
                                             "sending this batch (internal error); it is not marked "
                                             "as synced.", code="internal", sent=body)
                        for _, record, body in chunk]
-                kind = None
+                kind, statuses = None, [None] * len(chunk)
             for (i, _, _), result in zip(chunk, out):
                 results[i] = result
             if kind in STOP_KINDS or kind in SLOW_KINDS:
-                stop = self._stop_reason(out[0])
+                guard.stop = self._stop_reason(out[0])
+            if api.lookup is not None:
+                # an item the SIS refused as a duplicate (409): find it and update it
+                for (i, record, body), status in zip(chunk, statuses):
+                    if status == 409 and not guard.stop:
+                        conflict = results[i]
+                        run(i, record, body, lambda record=record, body=body, conflict=conflict:
+                            self._resolve_conflict(transport, api, record, body, conflict))
 
         return [r if r is not None else
                 self._failed(records[i], "Not synced: the generic REST adapter lost track of this "
                                          "record (internal error).", code="internal")
                 for i, r in enumerate(results)]
+
+    def _invalid(self, record: ExportRecord, errors: list[FieldError], what: str = "") -> ExportResult:
+        first = "; ".join(f"{e.field + ': ' if e.field else ''}{e.message}" for e in errors[:3])
+        more = f" (and {len(errors) - 3} more)" if len(errors) > 3 else ""
+        return ExportResult(
+            record_id=record.record_id, outcome=Outcome.FAILED, sis_id=record.sis_id, errors=errors,
+            message=f"Not sent: {what}the record does not match the SIS schema — {first}{more}.")
 
     @staticmethod
     def _stop_reason(result: ExportResult) -> str:
@@ -572,24 +812,166 @@ class GenericRestAdapter(SISAdapter):
     # ------------------------------------------------------------------ sending
     def _send_one(self, transport: Transport, api: ApiDescription, record: ExportRecord,
                   body: Any, update: bool) -> tuple[ExportResult, str | None]:
-        op = api.update if update else api.create
-        url = self._url(op.url_path(record.sis_id) if update else op.path)
+        if update:
+            return self._put(transport, api, record, body)
+        if api.lookup is not None:  # match before insert
+            found, failure = self._find_existing(transport, api, record, body)
+            if failure is not None:
+                return failure
+            if found is not None:
+                return self._update_found(transport, api, record, body, found, conflict=False)
+        op = api.create
+        sent = self._request_body(body, api, False)
+        try:
+            resp = transport.request(op.method, self._url(op.path), json=sent, headers=ACCEPT_JSON)
+        except TransportError as exc:
+            return self._from_transport_error(record, sent, exc), exc.kind
+        result = self._from_response(record, sent, resp, op, False)
+        if resp.status_code == 409 and api.lookup is not None:
+            return self._resolve_conflict(transport, api, record, body, result)
+        return result, ("auth" if resp.status_code in (401, 403) else None)
+
+    def _put(self, transport: Transport, api: ApiDescription, record: ExportRecord,
+             body: Any) -> tuple[ExportResult, str | None]:
+        op = api.update
+        url = self._url(op.url_path(record.sis_id))
         try:
             resp = transport.request(op.method, url, json=body, headers=ACCEPT_JSON)
         except TransportError as exc:
             return self._from_transport_error(record, body, exc), exc.kind
-        result = self._from_response(record, body, resp, op, update)
-        kind = "auth" if resp.status_code in (401, 403) else None
+        return (self._from_response(record, body, resp, op, True),
+                "auth" if resp.status_code in (401, 403) else None)
+
+    def _resolve_conflict(self, transport: Transport, api: ApiDescription, record: ExportRecord,
+                          body: Any, conflict: ExportResult) -> tuple[ExportResult, str | None]:
+        """Create answered 409: the record may already be there. Find it and update it."""
+        found, failure = self._find_existing(transport, api, record, body)
+        if failure is not None:
+            result, kind = failure
+            text = result.message[len("Not synced: "):] if result.message.startswith("Not synced: ") else result.message
+            result.message = (f"Not synced: the SIS refused to create it (HTTP 409), and "
+                              f"{text[:1].lower() + text[1:]}")
+            result.sent = conflict.sent
+            return result, kind
+        if found is None:
+            return conflict, None  # its message says Find existing record found nothing
+        return self._update_found(transport, api, record, body, found, conflict=True)
+
+    def _lookup_values(self, api: ApiDescription, body: Any) -> tuple[dict[str, str], str | None]:
+        values: dict[str, str] = {}
+        for key in api.lookup.keys:
+            value = _dotted_get(body, key)
+            if isinstance(value, bool):
+                value = "true" if value else "false"
+            if value is None or isinstance(value, (dict, list)) or not str(value).strip():
+                return {}, key
+            values[key] = str(value)
+        return values, None
+
+    def _find_existing(self, transport: Transport, api: ApiDescription, record: ExportRecord,
+                       body: Any) -> tuple[str | None, tuple[ExportResult, str | None] | None]:
+        """Ask the SIS for the record (``Find existing record``).
+
+        (id, None) when exactly one record matched, (None, None) when none did, and
+        (None, (failed result, transport kind)) when the answer cannot be trusted — the
+        record is then not created, because it might already exist.
+        """
+        values, blank = self._lookup_values(api, body)
+        if blank is not None:
+            return None, (self._failed(
+                record, f"Not sent: {FIND_EXISTING} matches on {blank}, which is blank for this "
+                        f"record, so the SIS cannot be asked whether it already has it. Fill "
+                        f"{blank} (map it, or complete the registration) or change {FIND_EXISTING}.",
+                code="lookup_blank"), None)
+        path = api.lookup.url_path(values)
+        shown = self._redact(f"GET {path}")
+        keep_out = "so the record was not created (it may already be in the SIS)"
+        try:
+            resp = transport.request("GET", self._url(path), headers=ACCEPT_JSON)
+        except TransportError as exc:
+            info = None
+            if exc.response is not None:
+                parsed, is_json, text = self._parse(exc.response)
+                info = self._response_info(exc.response, parsed, is_json, text)
+            return None, (self._failed(
+                record, self._redact(f"Not synced: {FIND_EXISTING} ({shown}) failed, {keep_out}: "
+                                     f"{exc}"),
+                code=f"lookup_{exc.kind}", response=_with_lookup(info, shown)), exc.kind)
+        status = resp.status_code
+        parsed, is_json, text = self._parse(resp)
+        info = _with_lookup(self._response_info(resp, parsed, is_json, text), shown)
+        if status == 404:
+            return None, None  # "no such record" (GET /people/by-email/{email} style)
+        if not 200 <= status < 300:
+            detail, _, code = self._error_details(parsed, is_json, text, status)
+            hint = (" Check the authentication settings and that this client may read these "
+                    "records." if status in (401, 403) else "")
+            return None, (self._failed(
+                record, self._redact(f"Not synced: {FIND_EXISTING} ({shown}) answered HTTP {status}"
+                                     f"{': ' + detail if detail else ''}, {keep_out}.{hint}"),
+                code=f"lookup_{code}", response=info),
+                "auth" if status in (401, 403) else None)
+        if text.strip() and not is_json:
+            ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
+            return None, (self._failed(
+                record, self._redact(f"Not synced: {FIND_EXISTING} ({shown}) answered with a body "
+                                     f"that is not JSON ({ctype}: “{_snippet(text)}”), {keep_out}."),
+                code="lookup_not_json", response=info), None)
+        pointer = self._s("lookup_id_location")
+        outcome, value = _found_id(parsed, pointer)
+        if outcome == "found":
+            return value, None
+        if outcome == "none":
+            return None, None
+        if outcome == "ambiguous":
+            message = (f"Not synced: {FIND_EXISTING} ({shown}) found {value} records in the SIS, "
+                       f"and which one is this student is not guessed; {keep_out}. Match on a "
+                       f"field that is unique, or merge the duplicates in the SIS.")
+        else:
+            where = pointer or "the first match's \"id\""
+            message = (f"Not synced: {FIND_EXISTING} ({shown}) answered, but there is no id at "
+                       f"{where} in its answer; {keep_out}. Set “Where the found record's id "
+                       f"is” to the JSON Pointer of the id.")
+        return None, (self._failed(record, self._redact(message), code=f"lookup_{outcome}",
+                                   response=info), None)
+
+    def _update_found(self, transport: Transport, api: ApiDescription, record: ExportRecord,
+                      body: Any, found_id: str, *, conflict: bool) -> tuple[ExportResult, str | None]:
+        """Update the record ``Find existing record`` found, reporting it with its id."""
+        found = dataclasses.replace(record, sis_id=found_id)
+        how = (f"creating it answered HTTP 409, so {FIND_EXISTING} looked it up"
+               if conflict else f"{FIND_EXISTING} found it")
+        try:
+            errors = api.validate(body, update=True)
+        except AdapterError as exc:
+            return self._failed(found, f"Not sent: {self._redact(str(exc))}", code="schema"), None
+        if errors:
+            return self._invalid(found, errors, f"{how} (id {found_id}), but "), None
+        result, kind = self._put(transport, api, found, body)
+        if result.ok:
+            result.message = self._redact(f"{how} in the SIS (id {found_id}): {result.message}")
+            result.action = "update"
+        else:
+            text = result.message
+            for prefix in ("Not synced: ", "Not sent: "):
+                if text.startswith(prefix):
+                    text = text[len(prefix):]
+            result.message = self._redact(f"Not synced: {how} in the SIS (id {found_id}), but "
+                                          f"updating it failed — {text}")
         return result, kind
 
     def _send_batch(self, transport: Transport, api: ApiDescription,
-                    chunk: list[tuple[int, ExportRecord, Any]]) -> tuple[list[ExportResult], str | None]:
+                    chunk: list[tuple[int, ExportRecord, Any]]
+                    ) -> tuple[list[ExportResult], str | None, list[int | None]]:
+        """(one result per record, transport kind, each record's own HTTP status when the
+        answer gave one)."""
         op = api.create
         bodies = [b for _, _, b in chunk]
+        none = [None] * len(chunk)
         try:
             resp = transport.request(op.method, self._url(op.path), json=bodies, headers=ACCEPT_JSON)
         except TransportError as exc:
-            return [self._from_transport_error(r, b, exc) for _, r, b in chunk], exc.kind
+            return [self._from_transport_error(r, b, exc) for _, r, b in chunk], exc.kind, none
         status = resp.status_code
         parsed, is_json, text = self._parse(resp)
         response_info = self._response_info(resp, parsed, is_json, text)
@@ -598,12 +980,18 @@ class GenericRestAdapter(SISAdapter):
             if text.strip() and not is_json:
                 message = self._not_json_message(resp, text)
                 return [self._failed(r, message, code="not_json", sent=b, response=response_info)
-                        for _, r, b in chunk], None
+                        for _, r, b in chunk], None, none
             items = parsed if isinstance(parsed, list) and len(parsed) == len(chunk) else None
+            if items is None:
+                return [self._unconfirmed(record, body, status, parsed, api, response_info)
+                        for _, record, body in chunk], None, none
+            statuses: list[int | None] = []
             for n, (_, record, body) in enumerate(chunk):
-                item = items[n] if items is not None else None
-                out.append(self._batch_item_result(record, body, status, item, response_info))
-            return out, None
+                result, item_status = self._batch_item_result(record, body, status, items[n],
+                                                              response_info, api)
+                out.append(result)
+                statuses.append(item_status)
+            return out, None, statuses
         detail, errors, code = self._error_details(parsed, is_json, text, status)
         by_index: dict[int, list[FieldError]] = {}
         unplaced: list[FieldError] = []
@@ -612,7 +1000,7 @@ class GenericRestAdapter(SISAdapter):
                 by_index.setdefault(index, []).append(err)
             else:
                 unplaced.append(err)
-        base = self._status_message(status, op, None, detail)
+        base = self._status_message(status, op, None, detail, api)
         for n, (_, record, body) in enumerate(chunk):
             mine = by_index.get(n)
             if mine:
@@ -628,12 +1016,31 @@ class GenericRestAdapter(SISAdapter):
                 out.append(self._failed(record, self._redact(base), code=code, sent=body,
                                         response=response_info, errors=unplaced))
         kind = "auth" if status in (401, 403) else None
-        return out, kind
+        return out, kind, none
+
+    def _unconfirmed(self, record: ExportRecord, body: Any, status: int, parsed: Any,
+                     api: ApiDescription, response_info: dict) -> ExportResult:
+        """A 2xx answer to a batch that cannot be matched to its records item by item."""
+        if isinstance(parsed, list):
+            shape = f"its answer lists {len(parsed)} item{'s' if len(parsed) != 1 else ''} for the batch"
+        elif parsed is None:
+            shape = "its answer is empty"
+        else:
+            shape = "its answer is not a list with one item per record"
+        if api.lookup is not None:
+            after = (f"Syncing again is safe: {FIND_EXISTING} will find it and update it if the "
+                     f"SIS saved it.")
+        else:
+            after = (f"A retry may create a duplicate unless {FIND_EXISTING} is set, so check in "
+                     f"the SIS before syncing it again.")
+        message = (f"Not synced: the SIS accepted the request (HTTP {status}) but did not confirm "
+                   f"this record ({shape}), so it is not marked as synced. Check in the SIS "
+                   f"whether it was saved. {after}")
+        return self._failed(record, message, code="unconfirmed", sent=body, response=response_info)
 
     def _batch_item_result(self, record: ExportRecord, body: Any, status: int, item: Any,
-                           response_info: dict) -> ExportResult:
-        if item is not None:  # keep this record's own answer, not the whole batch's
-            response_info = {k: v for k, v in response_info.items() if k != "body"}
+                           response_info: dict, api: ApiDescription) -> tuple[ExportResult, int | None]:
+        response_info = {k: v for k, v in response_info.items() if k != "body"}
         item_status = None
         if isinstance(item, dict):
             raw = item.get("status", item.get("statusCode", item.get("code")))
@@ -646,20 +1053,18 @@ class GenericRestAdapter(SISAdapter):
             if failed:
                 s = item_status or status
                 detail, errors, code = self._error_details(item, True, "", s)
-                msg = self._status_message(s, self._description().create, None, detail)
+                msg = self._status_message(s, api.create, None, detail, api)
                 return self._failed(record, self._redact(msg), code=code, sent=body,
                                     response={**response_info, "item": self._redact_obj(item)},
-                                    errors=[e for _, e in errors])
-        sis_id = self._id_from(None, item) if item is not None else None
+                                    errors=[e for _, e in errors]), item_status
+        sis_id = self._id_from(None, item)
         s = item_status or status
-        action = "insert" if s == 201 else ("update" if self._description().update is None and s == 200
-                                            else None)
+        action = "insert" if s == 201 else ("update" if api.update is None and s == 200 else None)
         message = f"Sent to the SIS in a batch (HTTP {s})" + (f"; id {sis_id}." if sis_id else
                                                                "; the answer carried no id for it.")
         return ExportResult(record_id=record.record_id, outcome=Outcome.SUCCEEDED, sis_id=sis_id,
                             action=action, message=message, sent=body,
-                            response=({**response_info, "item": self._redact_obj(item)}
-                                      if item is not None else response_info))
+                            response={**response_info, "item": self._redact_obj(item)}), item_status
 
     # ------------------------------------------------------------------ reading answers
     @staticmethod
@@ -769,8 +1174,19 @@ class GenericRestAdapter(SISAdapter):
             detail = f"the body is not JSON: “{_snippet(text)}”"
         return self._redact(detail[:500]), errors, code
 
-    def _status_message(self, status: int, op: OperationRef, sis_id: str | None, detail: str) -> str:
+    def _status_message(self, status: int, op: OperationRef, sis_id: str | None, detail: str,
+                        api: ApiDescription | None = None) -> str:
+        detail = detail.rstrip(". ") if detail and not detail.endswith("…") else detail
         d = f": {detail}" if detail else ""
+        if status == 409 and api is not None and op == api.create and api.update is not None:
+            # the create operation does not upsert: a conflict is usually "already there"
+            if api.lookup is None:
+                return (f"Not synced: conflict in the SIS (HTTP 409){d}. The record probably "
+                        f"already exists in the SIS; set {FIND_EXISTING} so a repeated sync "
+                        f"updates it. Not retried.")
+            return (f"Not synced: conflict in the SIS (HTTP 409){d}. {FIND_EXISTING} "
+                    f"({api.lookup}) found no matching record, so nothing was updated either. "
+                    f"Not retried: fix the data or the records it refers to, then sync again.")
         if status in (400, 422):
             return f"Not synced: the SIS refused the record (HTTP {status}){d}"
         if status == 401:
@@ -800,6 +1216,7 @@ class GenericRestAdapter(SISAdapter):
 
     def _from_response(self, record: ExportRecord, body: Any, resp, op: OperationRef,
                        update: bool) -> ExportResult:
+        api = self._description()
         status = resp.status_code
         parsed, is_json, text = self._parse(resp)
         info = self._response_info(resp, parsed, is_json, text)
@@ -813,7 +1230,7 @@ class GenericRestAdapter(SISAdapter):
                 action = "update"
             elif status == 201:
                 action = "insert"
-            elif self._description().update is None:
+            elif api.update is None:
                 action = "update"  # the create operation upserts: 200 means it matched a student
             else:
                 action = None
@@ -829,7 +1246,7 @@ class GenericRestAdapter(SISAdapter):
                                 sis_id=sis_id, action=action, message=self._redact(message),
                                 sent=body, response=info)
         detail, errors, code = self._error_details(parsed, is_json, text, status)
-        message = self._status_message(status, op, record.sis_id if update else None, detail)
+        message = self._status_message(status, op, record.sis_id if update else None, detail, api)
         return self._failed(record, self._redact(message), code=code, sent=body, response=info,
                             errors=[e for _, e in errors])
 

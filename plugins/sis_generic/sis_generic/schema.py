@@ -27,7 +27,8 @@ from referencing import Registry, Resource
 from enroll_sync import AdapterError, Code, FieldError, FieldSection, TargetField
 
 __all__ = [
-    "ApiDescription", "OperationRef", "parse_document", "parse_operation", "load_description",
+    "ApiDescription", "OperationRef", "LookupRef", "parse_document", "parse_operation",
+    "parse_lookup", "load_description",
     "json_path_to_field", "humanize", "PASTED_URI",
 ]
 
@@ -113,6 +114,55 @@ def parse_operation(text: Any, label: str, *, allow_placeholder: bool) -> Operat
         raise AdapterError(f"{label} needs a placeholder for the student's id in the SIS, "
                            f"e.g. \"PUT /students/{{id}}\": {text!r}.")
     return op
+
+
+@dataclass(frozen=True)
+class LookupRef:
+    """"Find existing record": ``GET /people?email={contact.email}``.
+
+    Each ``{placeholder}`` is a dotted target key; its value in the record's body
+    fills it (URL-encoded), so the SIS is asked for the record that has it.
+    """
+
+    method: str
+    template: str
+
+    def __str__(self) -> str:
+        return f"{self.method} {self.template}"
+
+    @property
+    def keys(self) -> list[str]:
+        return re.findall(r"\{([^{}]*)\}", self.template)
+
+    def url_path(self, values: dict[str, str]) -> str:
+        return re.sub(r"\{([^{}]*)\}", lambda m: quote(str(values[m.group(1)]), safe=""),
+                      self.template)
+
+
+def parse_lookup(text: Any, label: str) -> LookupRef | None:
+    """``"GET /people?email={contact.email}"`` -> LookupRef; blank -> None."""
+    text = str(text or "").strip()
+    if not text:
+        return None
+    example = "GET /api/v1/people?email={contact.email}"
+    parts = text.split()
+    if len(parts) != 2 or not parts[1].startswith("/"):
+        raise AdapterError(f"{label} must look like \"{example}\" (GET, a space, then the path "
+                           f"with a {{field}} placeholder), not {text!r}.")
+    if parts[0].upper() != "GET":
+        raise AdapterError(f"{label} must be a GET request (it only reads), not {parts[0].upper()}: "
+                           f"{text!r}.")
+    template = parts[1]
+    keys = re.findall(r"\{([^{}]*)\}", template)
+    stray = re.sub(r"\{[^{}]*\}", "", template)
+    if not keys or "{" in stray or "}" in stray:
+        raise AdapterError(f"{label} needs at least one {{field}} placeholder naming the field to "
+                           f"match on, e.g. \"{example}\": {text!r}.")
+    bad = [k for k in keys if not k or any(not p for p in k.split("."))]
+    if bad:
+        raise AdapterError(f"{label}: {{{bad[0]}}} is not a field key; use the dotted key of a "
+                           f"field, e.g. {{contact.email}}.")
+    return LookupRef("GET", template)
 
 
 # ----------------------------------------------------------------------------- JSON pointers
@@ -320,6 +370,7 @@ class ApiDescription:
     update_record: Node | None
     resource: str
     sections: list[FieldSection] = field(default_factory=list)
+    lookup: LookupRef | None = None    # "Find existing record", set by the adapter
     _validators: dict = field(default_factory=dict, repr=False)
 
     # -- fields

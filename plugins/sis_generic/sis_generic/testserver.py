@@ -17,8 +17,11 @@ It serves:
   errors are RFC 9457 problem details (400 ``data-validation-failed`` with
   ``validationErrors``);
 - ``POST /api/v1/people`` (201, body ``{"data": {"id": ...}}``, 409 on a duplicate
-  ``externalId``), ``PUT /api/v1/people/{id}``, ``POST /api/v1/people/batch`` (an array
-  in, an array of per-item results out); plain ``{"message", "errors"}`` error bodies;
+  ``externalId``: this API does not upsert), ``PUT /api/v1/people/{id}``,
+  ``GET /api/v1/people?externalId=…&familyName=…&email=…`` (``{"data": [matches], "total": n}``; unknown
+  parameters are ignored, as many APIs do), ``POST /api/v1/people/batch`` (an array in, an
+  array of per-item results out), ``POST /api/v1/people/bulk`` (an array in, stored, and
+  only ``202 {"accepted": n}`` out); plain ``{"message", "errors"}`` error bodies;
 - ``GET /_test/dump``, ``POST /_test/reset``, ``POST /_test/faults`` (JSON list), for tools
   that drive the server from another process.
 
@@ -27,8 +30,8 @@ Data endpoints (``/data/...``, ``/api/...``) accept any of: an OAuth2 token from
 with the user name and password — unless ``require_auth`` is off.
 
 ``serve_in_thread()`` returns a handle with ``.url``, ``.dump()``, ``.set_faults(...)``,
-``.count(...)``, ``.reset()``, ``.stop()`` and ``.settings(...)`` (adapter settings for
-this server).
+``.count(...)``, ``.reset()``, ``.stop()``, ``.add_properties(...)`` (change the served
+schema documents) and ``.settings(...)`` (adapter settings for this server).
 """
 from __future__ import annotations
 
@@ -315,6 +318,7 @@ class State:
     tokens: dict = field(default_factory=dict)          # token -> expiry (monotonic)
     faults: list = field(default_factory=list)
     log: list = field(default_factory=list)             # (method, path, status)
+    extra_properties: dict = field(default_factory=dict)  # "student"/"person" -> {name: schema}
     next_person: int = 1
     lock: threading.RLock = field(default_factory=threading.RLock)
 
@@ -328,6 +332,7 @@ class State:
             self.tokens.clear()
             self.faults.clear()
             self.log.clear()
+            self.extra_properties.clear()
             self.next_person = 1
             self.require_auth = self._initial_require_auth
 
@@ -454,11 +459,19 @@ def make_app(state: State) -> Flask:
         return None
 
     # ------------------------------------------------------------------ metadata
+    def extra(resource: str) -> dict:
+        with state.lock:
+            return copy.deepcopy(state.extra_properties.get(resource, {}))
+
     @app.get("/metadata/data/v3/swagger.json")
     def metadata():
         if request.args.get("version") == "2":
-            return _json(swagger2_document(base()))
-        return _json(openapi_document(base()))
+            doc = swagger2_document(base())
+            doc["definitions"]["edFi_student"]["properties"].update(extra("student"))
+            return _json(doc)
+        doc = openapi_document(base())
+        doc["components"]["schemas"]["edFi_student"]["properties"].update(extra("student"))
+        return _json(doc)
 
     @app.get("/metadata/data/v3/split/swagger.json")
     def split_metadata():
@@ -470,7 +483,9 @@ def make_app(state: State) -> Flask:
 
     @app.get("/schemas/person.schema.json")
     def person_schema():
-        return _json(person_json_schema(base()))
+        doc = person_json_schema(base())
+        doc["properties"].update(extra("person"))
+        return _json(doc)
 
     @app.get("/metadata/broken/invalid.json")
     def broken_invalid():
@@ -658,6 +673,19 @@ def make_app(state: State) -> Flask:
         headers = {"Location": f"{base()}/api/v1/people/{out['data']['id']}"} if status == 201 else {}
         return _json(out, status, **headers)
 
+    @app.get("/api/v1/people")
+    def list_people():
+        limit = request.args.get("limit", default=100, type=int)
+        with state.lock:
+            people = copy.deepcopy(list(state.people.values()))
+        for param, get in (("externalId", lambda p: p.get("externalId")),
+                           ("familyName", lambda p: p.get("familyName")),
+                           ("email", lambda p: (p.get("contact") or {}).get("email"))):
+            wanted = request.args.get(param)
+            if wanted is not None:
+                people = [p for p in people if get(p) == wanted]
+        return _json({"data": people[:limit], "total": len(people)})
+
     @app.put("/api/v1/people/<int:pid>")
     def put_person(pid):
         body, err = read_json()
@@ -687,6 +715,15 @@ def make_app(state: State) -> Flask:
             status, out = create_person(item)
             results.append({"status": status, **out})
         return _json(results, 200)
+
+    @app.post("/api/v1/people/bulk")
+    def bulk_people():
+        """Stores what it can and says only how many: no per-record answer."""
+        body, err = read_json()
+        if err is not None or not isinstance(body, list):
+            return _json({"message": "The request body must be a JSON array of people."}, 400)
+        accepted = sum(1 for item in body if create_person(item)[0] == 201)
+        return _json({"accepted": accepted}, 202)
 
     # ------------------------------------------------------------------ test control
     @app.get("/_test/dump")
@@ -754,6 +791,14 @@ class ServerHandle:
 
     def reset(self) -> None:
         self.state.reset()
+
+    def add_properties(self, resource: str, **properties: dict) -> None:
+        """Change the served schema: add properties to the Ed-Fi ``student`` (OpenAPI and
+        Swagger 2 documents) or the ``person`` JSON Schema. Cleared by ``reset()``."""
+        if resource not in ("student", "person"):
+            raise ValueError("resource is 'student' or 'person'")
+        with self.state.lock:
+            self.state.extra_properties.setdefault(resource, {}).update(copy.deepcopy(properties))
 
     def revoke_tokens(self) -> None:
         """Forget every issued OAuth2 token (the next data request answers 401)."""

@@ -101,6 +101,10 @@ def test_sis_unreachable_after_schema_read(make_adapter, server, closed_port):
     ({"auth_mode": "oauth2", "client_secret": ""}, "OAuth2 needs a client ID and a client secret"),
     ({"schema_source": "openapi_text", "schema_text": ""}, "The pasted schema document is empty"),
     ({"timeout": "soon"}, "Timeout (seconds) must be a number"),
+    ({"timeout": "nan"}, "Timeout (seconds) must be a finite number between 1 and 600, not 'nan'"),
+    ({"timeout": float("nan")}, "Timeout (seconds) must be a finite number between 1 and 600"),
+    ({"retry_backoff": float("inf")}, "First retry wait (seconds) must be a finite number"),
+    ({"max_attempts": "-inf"}, "Attempts per request must be a finite number between 1 and 10"),
 ])
 def test_settings_problems(make_adapter, overrides, expected):
     adapter = make_adapter(**overrides)
@@ -122,3 +126,14 @@ def test_failing_or_non_json_sis_is_not_reported_connected(edfi, server):
     result = edfi.check_connection()
     assert not result.ok
     assert "answered with a body that is not JSON (text/html: “Portal login”)" in result.message
+
+
+def test_a_nan_batch_size_fails_the_export_clearly(people_settings, server):
+    from generic_helpers import person
+    from sis_generic import GenericRestAdapter
+    with GenericRestAdapter(people_settings(request_mode="array", batch_size=float("nan"),
+                                            create_operation="POST /api/v1/people/batch")) as adapter:
+        [r] = adapter.export([person(1)])
+    assert r.outcome == Outcome.FAILED
+    assert r.message == "Not sent: Batch size must be a finite number between 1 and 1000, not 'nan'."
+    assert server.dump()["people"] == []

@@ -1,11 +1,13 @@
-"""The adapter contract from ``enroll_sync.testing``, against the Ed-Fi-style server:
-once with OpenAPI 3 + OAuth2, once with Swagger 2 + HTTP basic."""
+"""The adapter contract from ``enroll_sync.testing``, against the test server: the
+Ed-Fi-style students API (its POST upserts) with OpenAPI 3 + OAuth2 and with Swagger 2 +
+HTTP basic, and the JSON-Schema-only people API — whose create does not upsert, so it is
+repeat-safe only through "Find existing record" — one record per request and in arrays."""
 from __future__ import annotations
 
 import pytest
 
 from enroll_sync.testing import AdapterContract
-from generic_helpers import FAST, student
+from generic_helpers import FAST, person, student
 from sis_generic import GenericRestAdapter
 
 
@@ -29,5 +31,36 @@ class TestGenericRestContractSwagger2(TestGenericRestContractOpenAPI):
     def adapter(self, server):
         settings = server.settings(auth="basic", schema_url="/metadata/data/v3/swagger.json?version=2",
                                    update_operation="PUT /data/v3/ed-fi/students/{id}", **FAST)
+        with GenericRestAdapter(settings) as a:
+            yield a
+
+
+class TestGenericRestContractJSONSchema(AdapterContract):
+    """POST /api/v1/people answers 409 to a repeat; the lookup turns it into an update."""
+
+    @pytest.fixture
+    def adapter(self, people_settings):
+        settings = people_settings(lookup_operation="GET /api/v1/people?externalId={externalId}")
+        with GenericRestAdapter(settings) as a:
+            yield a
+
+    @pytest.fixture
+    def make_records(self):
+        return lambda n: [person() for _ in range(n)]
+
+    @pytest.fixture
+    def sis_count(self, server):
+        return lambda: len(server.dump()["people"])
+
+
+class TestGenericRestContractJSONSchemaArrays(TestGenericRestContractJSONSchema):
+    """Arrays per request (POST /api/v1/people/batch), matched by e-mail, id by pointer."""
+
+    @pytest.fixture
+    def adapter(self, people_settings):
+        settings = people_settings(request_mode="array", batch_size=2,
+                                   create_operation="POST /api/v1/people/batch",
+                                   lookup_operation="GET /api/v1/people?email={contact.email}",
+                                   lookup_id_location="/data/0/id")
         with GenericRestAdapter(settings) as a:
             yield a

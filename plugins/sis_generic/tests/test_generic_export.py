@@ -238,3 +238,69 @@ def test_a_schema_that_cannot_check_records_fails_them_clearly(make_adapter, ser
     assert result.outcome == Outcome.FAILED
     assert result.message.startswith("Not sent: The SIS schema cannot be used to check records")
     assert server.count(*POST_STUDENTS) == 0
+
+
+def test_array_answer_that_does_not_confirm_each_record_fails_them(people_settings, server):
+    """POST /api/v1/people/bulk stores the people but answers only 202 {"accepted": n}."""
+    settings = people_settings(request_mode="array", create_operation="POST /api/v1/people/bulk")
+    records = [person(1), person(2)]
+    with GenericRestAdapter(settings) as adapter:
+        results = results_by_record(records, adapter.export(records))
+    for r in results.values():
+        assert r.outcome == Outcome.FAILED and r.sis_id is None and r.action is None
+        assert r.message == (
+            "Not synced: the SIS accepted the request (HTTP 202) but did not confirm this record "
+            "(its answer is not a list with one item per record), so it is not marked as synced. "
+            "Check in the SIS whether it was saved. A retry may create a duplicate unless Find "
+            "existing record is set, so check in the SIS before syncing it again.")
+        assert r.sent is not None and r.response["body"] == {"accepted": 2}
+    assert len(server.dump()["people"]) == 2  # why the message says to check
+
+    # with Find existing record, syncing them again finds and updates what was saved
+    with GenericRestAdapter({**settings, "lookup_operation": "GET /api/v1/people?externalId={externalId}"}) as adapter:
+        again = results_by_record(records, adapter.export(records))
+        assert {(r.outcome, r.action, r.sis_id) for r in again.values()} == {
+            (Outcome.SUCCEEDED, "update", "1"), (Outcome.SUCCEEDED, "update", "2")}
+        # and an unconfirmed batch now says a retry is safe
+        [new] = adapter.export([person(3)])
+        assert new.outcome == Outcome.FAILED
+        assert new.message.endswith("Syncing again is safe: Find existing record will find it and "
+                                    "update it if the SIS saved it.")
+    assert len(server.dump()["people"]) == 3
+
+
+def test_an_empty_2xx_answer_to_a_batch_confirms_nothing(people_settings, server):
+    settings = people_settings(request_mode="array", create_operation="POST /api/v1/people/batch")
+    server.set_faults({"status": 204, "body": "", "path": "/api/v1/people/batch"})
+    with GenericRestAdapter(settings) as adapter:
+        [r] = adapter.export([person(1)])
+    assert r.outcome == Outcome.FAILED
+    assert "accepted the request (HTTP 204) but did not confirm this record (its answer is empty)" in r.message
+
+
+def test_nan_and_infinity_are_not_sent(people_settings, server):
+    import decimal
+    records = [person(1, siblings=float("nan")), person(2, siblings=decimal.Decimal("Infinity")),
+               person(3, siblings="1e999"), person(4, siblings=2.0)]
+    with GenericRestAdapter(people_settings()) as adapter:
+        results = results_by_record(records, adapter.export(records))
+    assert results["person-1"].outcome == Outcome.FAILED and results["person-1"].sent is None
+    assert results["person-1"].message == (
+        "Not sent: siblings is nan, which is not a number the SIS can be sent (JSON has no NaN or "
+        "infinity); fix the value or its mapping.")
+    assert results["person-2"].message.startswith("Not sent: siblings is Infinity, which is not a number")
+    # text that overflows a float stays text, and the schema check says so
+    assert results["person-3"].outcome == Outcome.FAILED
+    assert [(e.field, e.message) for e in results["person-3"].errors] == [
+        ("siblings", "'1e999' is not of type 'integer'")]
+    assert results["person-4"].outcome == Outcome.SUCCEEDED
+    assert [p["externalId"] for p in server.dump()["people"]] == ["P4"]
+
+
+def test_a_number_mapped_to_a_text_field_is_sent_as_text(edfi, server):
+    """A form id (an int) mapped to the natural key (a string in the schema)."""
+    record = student(studentUniqueId=100042)
+    assert edfi.preview(record)["studentUniqueId"] == "100042"
+    [result] = edfi.export([record])
+    assert result.ok, result.message
+    assert server.dump()["students"][0]["studentUniqueId"] == "100042"

@@ -133,3 +133,35 @@ def test_pasted_document_cannot_reach_other_files(make_adapter):
     adapter = make_adapter(schema_source="json_schema_text", schema_text=json.dumps(doc))
     with pytest.raises(AdapterError, match="pasted document cannot refer to other files"):
         adapter.target_fields()
+
+
+@pytest.mark.parametrize("resource, settings", [
+    ("student", {}),
+    ("person", {"schema_source": "json_schema_url", "schema_url": "/schemas/person.schema.json",
+                "create_operation": "POST /api/v1/people", "update_operation": "PUT /api/v1/people/{id}",
+                "id_location": "/data/id", "auth": "api_key"}),
+])
+def test_target_fields_reread_a_changed_schema(make_adapter, server, resource, settings):
+    """Refresh fields: the core keeps the adapter instance and calls target_fields() again;
+    the changed document must be fetched again, and exports must check against it."""
+    settings = dict(settings)
+    adapter = make_adapter(auth=settings.pop("auth", "oauth2"), **settings)
+    schema_url = settings.get("schema_url", "/metadata/data/v3/swagger.json")
+    assert "nickname" not in by_key(adapter.target_fields())
+    fetched = server.count("GET", schema_url.split("?")[0])
+
+    server.add_properties(resource, nickname={"type": "string", "maxLength": 5,
+                                              "description": "What the student likes to be called."})
+    fields = by_key(adapter.target_fields())
+    assert server.count("GET", schema_url.split("?")[0]) == fetched + 1
+    nickname = fields["nickname"]
+    assert (nickname.max_length, nickname.help) == (5, "What the student likes to be called.")
+
+    # the export validates against the schema just read
+    from generic_helpers import person, student
+    record = (student if resource == "student" else person)(nickname="Bartholomew")
+    [result] = adapter.export([record])
+    assert result.outcome.value == "failed" and result.sent is None
+    assert [(e.field, e.message) for e in result.errors] == [("nickname", "'Bartholomew' is too long")]
+    assert server.dump()["students" if resource == "student" else "people"] == []
+

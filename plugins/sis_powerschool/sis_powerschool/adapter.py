@@ -21,8 +21,9 @@ import math
 import queue
 import re
 import threading
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any
 
 import httpx
 
@@ -251,6 +252,61 @@ def _students_of(body: Any) -> list[dict]:
     return [s for s in as_list(students.get("student")) if isinstance(s, Mapping)]
 
 
+RESERVED_KEYS = frozenset({"client_uid", "action", "id"})
+
+
+@dataclass(frozen=True, slots=True)
+class _KeyPlan:
+    """What ``build_student`` does with one flat target key (worked out once per key)."""
+
+    parents: tuple[str, ...]     # the objects it nests into ("name.first_name": ("name",))
+    leaf: str                    # its own name there ("first_name")
+    ext: tuple[str, str] | None  # (table, column) of an extension field; ("", "") when unusable
+    integer: bool                # coerce "12" -> 12
+    insert_only: bool            # left out of an UPDATE
+    plain: bool                  # no numeric segment: nests into objects only
+
+
+_KEY_PLANS: dict[str, _KeyPlan] = {}
+
+
+def _key_plan(key: str) -> _KeyPlan:
+    if key.startswith(EXT_PREFIX):
+        table, _, column = key[len(EXT_PREFIX):].partition(".")
+        plan = _KeyPlan((), key, (table, column) if table and column else ("", ""),
+                        False, False, True)
+    else:
+        parts = key.split(".")
+        plan = _KeyPlan(tuple(parts[:-1]), parts[-1], None, key in INTEGER_KEYS,
+                        key.startswith(INSERT_ONLY_PREFIXES),
+                        not any(p.isdigit() for p in parts[1:]))
+    if len(_KEY_PLANS) > 10000:  # keys come from target fields: a few hundred at most
+        _KEY_PLANS.clear()
+    _KEY_PLANS[key] = plan
+    return plan
+
+
+class _Body:
+    """A request body (bytes) that says when it has been written to the socket.
+
+    httpx writes an iterable body chunk by chunk; the code after the one ``yield``
+    runs once the bytes are handed to the socket. Iterable again for a retry.
+    """
+
+    __slots__ = ("data", "sent")
+
+    def __init__(self, data: bytes):
+        self.data = data
+        self.sent = threading.Event()
+
+    def __len__(self) -> int:
+        return len(self.data)
+
+    def __iter__(self):
+        yield self.data
+        self.sent.set()
+
+
 @dataclass
 class Match:
     dcid: str | None = None
@@ -473,31 +529,52 @@ class PowerSchoolAdapter(SISAdapter):
                       match: Match | None = None) -> dict:
         update = sis_id not in (None, "")
         core: dict[str, Any] = {}
+        nested: dict[str, Any] | None = {}  # nest(core), built on the way while keys are plain
         tables: dict[str, list] = {}
+        plans = _KEY_PLANS
         for key, value in record.payload.items():
             if value is None:
                 continue
-            if key.startswith(EXT_PREFIX):
-                rest = key[len(EXT_PREFIX):]
-                table, _, column = rest.partition(".")
-                if not table or not column:
-                    continue
-                kind, text = _ext_value(value)
-                tables.setdefault(table, []).append({"name": column, "type": kind, "value": text})
+            plan = plans.get(key)
+            if plan is None:
+                plan = _key_plan(key)
+            if plan.ext is not None:
+                table, column = plan.ext
+                if table:
+                    kind, text = _ext_value(value)
+                    tables.setdefault(table, []).append(
+                        {"name": column, "type": kind, "value": text})
                 continue
-            if update and key.startswith(INSERT_ONLY_PREFIXES):
+            if update and plan.insert_only:
                 continue
-            core[key] = _coerce(key, value)
+            if plan.integer:
+                value = _coerce(key, value)
+            core[key] = value
+            if nested is None:
+                continue
+            if not plan.plain:
+                nested = None  # a numeric segment (a list): leave it to nest()
+                continue
+            node = nested
+            for part in plan.parents:  # the same steps as nest() for object-only keys
+                child = node.get(part)
+                if not isinstance(child, dict):
+                    child = node[part] = {}
+                node = child
+            node[plan.leaf] = value
         if match is not None and match.by == "state_province_id" and match.local_id is not None:
             # Matched by state ID: keep PowerSchool's Student Number, never rewrite it.
-            if _norm_id(core.get("local_id")) != match.local_id:
-                core.pop("local_id", None)
+            if _norm_id(core.get("local_id")) != match.local_id and "local_id" in core:
+                del core["local_id"]
+                nested = None
+        if nested is None:
+            nested = nest(core)
         student: dict[str, Any] = {"client_uid": record.record_id,
                                    "action": "UPDATE" if update else "INSERT"}
         if update:
             student["id"] = int(sis_id) if INT_RE.match(str(sis_id)) else sis_id
-        for key, value in nest(core).items():
-            if key not in ("client_uid", "action", "id"):
+        for key, value in nested.items():
+            if key not in RESERVED_KEYS:
                 student[key] = value
         if tables:
             found = match.tables if match is not None else set()
@@ -556,9 +633,12 @@ class PowerSchoolAdapter(SISAdapter):
     def _send(self, plans: list[_Plan], results: dict[str, ExportResult]) -> None:
         """POST the plans in batches, one request in flight at a time.
 
-        A sender thread posts the batches back to back while this thread builds the
-        next bodies and reads the answers (waiting on the network releases the GIL),
-        so building and parsing cost almost no wall time in a long export. After an
+        A sender thread posts the batches back to back. This thread builds the next
+        body and reads the answers while a batch is on the wire: it waits until the
+        sender has written the current batch to the socket (``_Body.sent``), then
+        does its work during the round trip, so the two threads do not fight for the
+        GIL while the sender is sending or reading (each such fight costs the sender
+        up to the interpreter's switch interval, 5 ms, per socket call). After an
         error that makes going on useless (unreachable, TLS, credentials) the rest
         is not sent and fails with the same message.
         """
@@ -569,7 +649,7 @@ class PowerSchoolAdapter(SISAdapter):
                     p.body = self.build_student(p.record, p.sis_id, match=p.match)
                 self._finish_chunk(chunk, self._post_chunk(chunk), results)
             return
-        todo: queue.Queue = queue.Queue(maxsize=2)
+        todo: queue.Queue = queue.Queue()
         done: queue.Queue = queue.Queue()
         fatal: list[str] = []
 
@@ -578,14 +658,17 @@ class PowerSchoolAdapter(SISAdapter):
                 item = todo.get()
                 if item is None:
                     return
-                chunk, content = item
+                chunk, body = item
                 if fatal:
+                    body.sent.set()
                     done.put((chunk, None))
                     continue
                 try:
-                    outcome = self._post_chunk(chunk, content)
+                    outcome = self._post_chunk(chunk, body)
                 except BaseException as exc:  # a bug: hand it to the caller's thread
                     outcome = exc
+                finally:
+                    body.sent.set()  # also when it never reached the socket
                 if isinstance(outcome, TransportError) and outcome.kind in FATAL_KINDS:
                     fatal.append(self._explain(outcome))
                 elif isinstance(outcome, httpx.Response) and outcome.status_code == 401:
@@ -611,16 +694,22 @@ class PowerSchoolAdapter(SISAdapter):
                 self._finish_chunk(chunk, outcome, results)
 
         try:
+            previous: _Body | None = None
             for chunk in chunks:
+                if previous is not None:
+                    # Work while the previous batch travels, not while it is being sent.
+                    while not previous.sent.wait(0.5) and thread.is_alive():
+                        pass
+                    while True:  # read answers that are already in, without waiting
+                        try:
+                            finish(*done.get_nowait())
+                            finished += 1
+                        except queue.Empty:
+                            break
                 for p in chunk:
                     p.body = self.build_student(p.record, p.sis_id, match=p.match)
-                todo.put((chunk, self._encode_chunk(chunk)))
-                while True:  # read answers that are already in, without waiting
-                    try:
-                        finish(*done.get_nowait())
-                        finished += 1
-                    except queue.Empty:
-                        break
+                previous = _Body(self._encode_chunk(chunk))
+                todo.put((chunk, previous))
         finally:
             todo.put(None)
             while finished < len(chunks) and (thread.is_alive() or not done.empty()):
@@ -639,18 +728,18 @@ class PowerSchoolAdapter(SISAdapter):
 
     @staticmethod
     def _encode_chunk(chunk: list[_Plan]) -> bytes:
-        """The request body of one batch, encoded once (off the sender's critical path)."""
+        """The request body of one batch, encoded once."""
         body = {"students": {"student": [p.body for p in chunk]}}
         return json.dumps(body, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
-    def _post_chunk(self, chunk: list[_Plan], content: bytes | None = None) -> Any:
+    def _post_chunk(self, chunk: list[_Plan], content: bytes | _Body | None = None) -> Any:
         """The response to one batch, or the TransportError that replaced it."""
         if content is None:
             content = self._encode_chunk(chunk)
         try:
             return self.transport.request(
                 "POST", STUDENT_PATH, content=content,
-                headers={"Content-Type": "application/json"})
+                headers={"Content-Type": "application/json", "Content-Length": str(len(content))})
         except TransportError as exc:
             return exc
 
