@@ -582,6 +582,29 @@ def test_bad_step_settings_are_shown_on_the_step_never_a_500(app, live, login, p
     assert r.status_code == 200 and "Choose a step to add." in r.text
 
 
+TAMPERED_STASHES = ['{"codes": "x"}', '{"codes": {"Female": ["F"]}, "unmatched": ["fail"]}',
+                    '{"steps": {"kind": "upper"}}', '{"steps": ["upper", 3, {"kind": 7}]}',
+                    '{"fallback": {"a": 1}, "unmatched": "fallback"}', '[1, 2]', '"just text"', '{not json']
+
+
+@pytest.mark.parametrize("row_type", ["match_codes", "transformation"])
+def test_a_tampered_row_stash_is_dropped_never_a_500(app, live, login, ps, row_type):
+    """The stash (a row's codes and steps kept while its Mapping Type shows something
+    else) travels through the browser: whatever comes back, the row renders."""
+    admin = login("Sync Admin")
+    ed = Editor(admin, ps["cid"])
+    ed.load()
+    ed.set("demographics.gender", "from", "gender")
+    ed.set("demographics.gender", "type", row_type)
+    for stash in TAMPERED_STASHES:
+        r = ed.row("demographics.gender", **{"demographics.gender|stash": stash})
+        assert r.status_code == 200, (stash, r.status_code, r.text[:300])
+        assert 'id="row-demographics-gender"' in r.text
+        for path in ("/fields", "/send-record"):
+            r = admin.post_form(ed.base + path, ed.data(**{"demographics.gender|stash": stash}), htmx=True)
+            assert r.status_code in (200, 409, 422), (path, stash, r.status_code, r.text[:300])
+
+
 def test_a_step_that_cannot_apply_shows_its_message_in_the_preview(app, live, login, ps):
     admin = login("Sync Admin")
     ed = Editor(admin, ps["cid"])

@@ -280,6 +280,23 @@ def _param_value(form, prefix: str, p: Param) -> Any:
     return form.get(n)
 
 
+def _stash_state(data: dict) -> dict:
+    """What a row's stash may carry, of the types the editor writes. The stash comes back
+    from the browser, so a tampered or stale one is dropped piece by piece, never trusted."""
+    out: dict[str, Any] = {}
+    codes = data.get("codes")
+    if isinstance(codes, dict):
+        out["codes"] = {str(a): str(c) for a, c in codes.items() if isinstance(c, (str, int, float))}
+    if isinstance(data.get("unmatched"), str) and data["unmatched"] in dict(UNMATCHED_POLICIES):
+        out["unmatched"] = data["unmatched"]
+    if isinstance(data.get("fallback"), str):
+        out["fallback"] = data["fallback"]
+    steps = data.get("steps")
+    if isinstance(steps, list):
+        out["steps"] = [s for s in steps if isinstance(s, dict) and isinstance(s.get("kind"), str)]
+    return out
+
+
 def parse_row(form, key: str, step_map: dict) -> dict:
     """One row's state from the posted form (see the module docstring)."""
     state: dict[str, Any] = {"to": key}
@@ -290,9 +307,7 @@ def parse_row(form, key: str, step_map: dict) -> dict:
         except ValueError:
             data = {}
         if isinstance(data, dict):
-            for k in ("codes", "unmatched", "fallback", "steps"):
-                if k in data:
-                    state[k] = data[k]
+            state.update(_stash_state(data))
     state["type"] = form.get(name(key, "type")) or "do_not_map"
     frm = (form.get(name(key, "from")) or "").strip()
     if frm:
