@@ -690,6 +690,11 @@ def test_auto_map_proposes_rows_that_are_kept_only_when_saved(app, live, login, 
     assert "Unsaved changes" in r.text
     with app.app_context(), database.connection_context():
         assert Mapping.get(Mapping.connection == ps["cid"]).rows == []
+    # Send Record would save them: it asks for a review first, and saves and sends nothing
+    r = ed.send_record()
+    assert r.status_code == 409 and "still “Proposed” by Auto-map" in unescape(r.text), r.text[:500]
+    with app.app_context(), database.connection_context():
+        assert Mapping.get(Mapping.connection == ps["cid"]).rows == []
     # discard one proposal, keep the others by saving
     r = ed.row("name.last_name", action="discard:name.last_name")
     assert "Proposed by Auto-map" not in row_fragment(r.text, "name.last_name")

@@ -504,6 +504,13 @@ def send_record_preview(connection_id, kind):
     if fields_error:
         return _send_dialog(conn, kind, error=f"Could not read the SIS's fields: {fields_error}"), 502
     posted = _posted_states(step_map)
+    proposed = sorted(k for k, s in posted.items() if s.get("proposed"))
+    if proposed:
+        n = len(proposed)
+        return _send_dialog(conn, kind, error=(
+            f"{n} row{'s are' if n != 1 else ' is'} still “Proposed” by Auto-map. Review "
+            f"{'them' if n != 1 else 'it'} first: Save keeps a proposal, Discard drops it. Nothing was saved "
+            f"or sent.")), 409
     if posted:
         mapping = _save_rows(conn, kind, mapping, {**_saved_states(mapping), **posted}, sections, step_map)
     try:

@@ -29,7 +29,7 @@ from enroll_sync import (AdapterError, CheckResult, ExportRecord, ExportResult, 
                          FieldSection, Outcome, SettingField, SISAdapter, nest)
 from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
 
-from .schema import (PASTED_URI, ApiDescription, LookupRef, OperationRef, json_path_to_field,
+from .schema import (PASTED_URI, ApiDescription, OperationRef, json_path_to_field,
                      load_description, parse_document, parse_lookup, parse_operation)
 
 __all__ = ["GenericRestAdapter"]
@@ -191,6 +191,8 @@ def _found_id(parsed: Any, pointer: str) -> tuple[str, Any]:
     through_list = False
     for raw in pointer.split("/")[1:]:
         token = raw.replace("~1", "/").replace("~0", "~")
+        if cur is None and not through_list:
+            return "none", None  # {"data": null}: nothing matched
         if isinstance(cur, list):
             if not through_list:
                 through_list = True
@@ -203,9 +205,6 @@ def _found_id(parsed: Any, pointer: str) -> tuple[str, Any]:
             cur = cur[int(token)]
         elif isinstance(cur, dict) and token in cur:
             cur = cur[token]
-        elif isinstance(cur, dict) and not through_list and cur.get(token, None) is None and \
-                all(v in (None, [], {}) for v in cur.values()):
-            return "none", None  # {"data": null}
         else:
             return "no_id", None
     found = _scalar_id(cur)
@@ -249,6 +248,11 @@ class GenericRestAdapter(SISAdapter):
         self._transport: Transport | None = None
         self._plain: Transport | None = None
         self._api: ApiDescription | None = None
+        if self.array_mode:  # the core hands export() a few of the SIS's batches at a time
+            try:
+                self.batch_size = self._num("batch_size", 25, 1, 1000, integer=True)
+            except AdapterError:
+                pass  # export() reports the bad setting on every record
 
     # ------------------------------------------------------------------ settings
     @classmethod
@@ -849,8 +853,7 @@ class GenericRestAdapter(SISAdapter):
         if failure is not None:
             result, kind = failure
             text = result.message[len("Not synced: "):] if result.message.startswith("Not synced: ") else result.message
-            result.message = (f"Not synced: the SIS refused to create it (HTTP 409), and "
-                              f"{text[:1].lower() + text[1:]}")
+            result.message = f"Not synced: the SIS refused to create it (HTTP 409), and then {text}"
             result.sent = conflict.sent
             return result, kind
         if found is None:
