@@ -6,9 +6,12 @@ passes through as None unless a step's help says otherwise.
 """
 from __future__ import annotations
 
+import functools
 import re
 import unicodedata
 from typing import Any
+
+import regex
 
 from enroll_sync.hookspecs import hookimpl
 
@@ -338,6 +341,10 @@ def _compile_replacement(pattern: re.Pattern, repl: str) -> Any:
     return expand
 
 
+#: how long a Substitute regular expression may run on one answer
+SUBSTITUTE_TIMEOUT_S = 0.25
+
+
 class SubstituteStep(Step):
     kind = "substitute"
     label = "Substitute"
@@ -369,9 +376,16 @@ class SubstituteStep(Step):
             self._pattern = re.compile(source, flags)
         except re.error as e:
             raise StepConfigError(f"Find: {find!r} is not a valid regular expression ({e}).") from None
+        self._sub = self._pattern.sub
         if o["mode"] == "regex":
             repl = _compile_replacement(self._pattern, repl)
-        self._sub = self._pattern.sub
+            # an admin's pattern can backtrack for ever on one answer ("(a|aa)+$"): the
+            # regex engine runs it with a time limit, so a preview or a job never hangs
+            try:
+                guarded = regex.compile(source, regex.IGNORECASE if flags else 0)
+            except regex.error as e:
+                raise StepConfigError(f"Find: {find!r} is not a valid regular expression ({e}).") from None
+            self._sub = functools.partial(guarded.sub, timeout=SUBSTITUTE_TIMEOUT_S)
         self._repl = repl
         # plain, case-sensitive, anywhere: str.replace is the fastest correct choice
         self._plain = o["find"] if (o["mode"] == "plain" and not flags and not o["whole_value"]) else None
@@ -385,7 +399,11 @@ class SubstituteStep(Step):
             return s.replace(self._plain, self._plain_repl)
         try:
             return self._sub(self._repl, s)
-        except (re.error, IndexError) as e:  # pragma: no cover - validated in setup
+        except TimeoutError:
+            raise StepError(f"Find: the regular expression took longer than {SUBSTITUTE_TIMEOUT_S:g} s on "
+                            f"this answer; make it simpler (nested repeats such as (a+)+ are the usual "
+                            f"cause).") from None
+        except (re.error, regex.error, IndexError) as e:  # pragma: no cover - validated in setup
             raise StepError(str(e)) from None
 
 

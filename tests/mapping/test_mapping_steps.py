@@ -276,6 +276,17 @@ def test_substitute_plain_and_regex():
     assert run("substitute", "A-b-C", find="B", replace=r"\1", ignore_case=True) == r"A-\1-C"  # plain: literal
 
 
+def test_substitute_regex_that_backtracks_for_ever_is_stopped_with_a_message():
+    """(a|aa)+$ on forty a's and a '!' takes minutes in Python's re; one answer must not
+    hang the Field Mapping preview or a sync job."""
+    import time
+    start = time.monotonic()
+    with pytest.raises(StepError, match="took longer than 0.25 s"):
+        run("substitute", "a" * 40 + "!", mode="regex", find=r"(a|aa)+$", replace="x")
+    assert time.monotonic() - start < 5
+    assert run("substitute", "aaaa", mode="regex", find=r"(a|aa)+$", replace="x") == "x"  # fine when it matches
+
+
 def test_substitute_whole_value_only():
     assert run("substitute", "N/A", find="N/A", replace="", whole_value=True) == ""
     assert run("substitute", "N/A or more", find="N/A", replace="", whole_value=True) == "N/A or more"
