@@ -176,7 +176,8 @@ def preview_test_record(conn: SyncConnection, reg: Registration, *, mapping: Map
     if not result.ok:
         n = len(result.errors)
         blockers.append(f"{n} mapping error{'s' if n != 1 else ''} must be fixed before this record can be sent.")
-    return TestRecordPreview(registration=reg, record=record, result=result, body=scrub(body, secrets),
+    return TestRecordPreview(registration=reg, record=record, result=result,
+                             body=scrub(body, secrets, keys=False),
                              insert=ctx.insert, mapping_version=mapping.version if mapping else 0,
                              blockers=blockers)
 

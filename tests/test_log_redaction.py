@@ -31,3 +31,15 @@ def test_secrets_are_cut_out_of_messages_and_tracebacks(app, caplog):
     assert "adapter blew up while using [redacted]" in text  # the traceback is kept, the secret is not
     assert "failed with [redacted]" in text and "api?secret=[redacted]" in text
     assert SECRET not in text and "eyJhbGciOiJIUzI1NiJ9" not in text
+
+
+def test_history_hides_secret_looking_fields_but_a_preview_shows_what_is_sent():
+    from enroll_sync.sync.redact import scrub
+    body = {"name": {"first_name": "Ana"}, "web_password": "Tiger-42",
+            "note": f"uses {SECRET}", "headers": ["Bearer abc.def"]}
+    history = scrub(body, [SECRET])
+    assert history["web_password"] == "[redacted]" and history["note"] == "uses [redacted]"
+    assert history["headers"] == ["Bearer [redacted]"] and history["name"] == {"first_name": "Ana"}
+    preview = scrub(body, [SECRET], keys=False)
+    assert preview["web_password"] == "Tiger-42"  # the admin checks the record as the SIS will get it
+    assert preview["note"] == "uses [redacted]" and preview["headers"] == ["Bearer [redacted]"]

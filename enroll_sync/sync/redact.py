@@ -18,23 +18,27 @@ SENSITIVE_KEY = re.compile(r"secret|password|passwd|token|authorization|api[_-]?
                            re.IGNORECASE)
 
 
-def scrub(value: Any, secrets: Iterable[str] = ()) -> Any:
-    """A copy of ``value`` (JSON-like) with secrets and tokens replaced by ``[redacted]``."""
+def scrub(value: Any, secrets: Iterable[str] = (), *, keys: bool = True) -> Any:
+    """A copy of ``value`` (JSON-like) with secrets and tokens replaced by ``[redacted]``.
+
+    ``keys=False`` leaves values of secret-looking keys alone: a preview must show every
+    field exactly as it will be sent (a SIS may have a ``web_password`` field), and only
+    the connection's own secrets and credentials are cut out of it."""
     secrets = [s for s in secrets if s]
-    return _scrub(value, secrets)
+    return _scrub(value, secrets, keys)
 
 
-def _scrub(value: Any, secrets: list[str]) -> Any:
+def _scrub(value: Any, secrets: list[str], keys: bool = True) -> Any:
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
-            if isinstance(k, str) and SENSITIVE_KEY.search(k) and v not in (None, ""):
+            if keys and isinstance(k, str) and SENSITIVE_KEY.search(k) and v not in (None, ""):
                 out[k] = REDACTED
             else:
-                out[k] = _scrub(v, secrets)
+                out[k] = _scrub(v, secrets, keys)
         return out
     if isinstance(value, (list, tuple)):
-        return [_scrub(v, secrets) for v in value]
+        return [_scrub(v, secrets, keys) for v in value]
     if isinstance(value, str):
         return redact(value, secrets) if (secrets or "Bearer " in value or "Basic " in value) else value
     if value is None or isinstance(value, (bool, int, float)):
