@@ -96,7 +96,7 @@ ERROR_MESSAGES = {
 }
 
 
-def _error_response(template, code, message=None, error=None):
+def error_response(template, code, message=None, error=None):
     """A full error page, or for an HTMX request a message swapped into the page's
     flash area (``#flashes``) so the admin sees it where they are working."""
     message = message or ERROR_MESSAGES.get(code, "")
@@ -113,7 +113,7 @@ def _error_response(template, code, message=None, error=None):
 def _errors(app):
     def page(template, code):
         def handler(error):
-            return _error_response(template, code, error=error)
+            return error_response(template, code, error=error)
         return handler
 
     app.register_error_handler(403, page("errors/403.html", 403))
@@ -123,9 +123,9 @@ def _errors(app):
 
     @app.errorhandler(CSRFError)
     def csrf_error(error):
-        return _error_response("errors/400.html", 400, error=error)
+        return error_response("errors/400.html", 400, error=error)
 
     @app.errorhandler(500)
     def server_error(error):
         log.exception("Unhandled error")
-        return _error_response("errors/500.html", 500, error=error)
+        return error_response("errors/500.html", 500, error=error)

@@ -408,6 +408,9 @@ def test_a_row_partial_needs_a_known_row(app, live, login, ps):
     admin.page(f"{BASE}/{ps['cid']}/mapping/export_student/fields")
     r = admin.post_form(f"{BASE}/{ps['cid']}/mapping/export_student/row", {"row": "name.first_name"}, htmx=True)
     assert r.status_code == 400 and "Which row?" in r.text
+    # shown in the page's flash area, not swapped over the row as bare text
+    assert r.headers["HX-Retarget"] == "#flashes" and r.headers["X-Enroll-Sync-Error"] == "400"
+    assert 'role="alert"' in r.text
 
 
 def test_direct_row_shows_length_and_type_problems_on_the_row(app, live, login, ps):

@@ -103,3 +103,18 @@ def test_deactivated_user_is_signed_out(app, live, login):
         User.update(active=False).where(User.role == "Viewer").execute()
     r = viewer.get("/registrations/")
     assert r.status_code == 302 and "/login" in r.headers["location"]
+
+
+def test_every_post_needs_the_csrf_token(app, live, login):
+    """Every state change, full page or HTMX, is refused without the page's CSRF token,
+    before the view runs (so it changes nothing)."""
+    admin = login("District Admin")
+    failures = []
+    for endpoint, method, path, needed in routes(app):
+        if method != "POST":
+            continue
+        for htmx in (False, True):
+            r = admin.post_form(path, {"action": "save", "name": "x"}, csrf=False, htmx=htmx)
+            if r.status_code != 400 or "This form has expired" not in r.text:
+                failures.append(f"{'HTMX ' if htmx else ''}POST {path}: {r.status_code}")
+    assert not failures, "\n".join(failures)

@@ -21,6 +21,7 @@ from flask import (Blueprint, abort, current_app, flash, make_response, redirect
 from flask_login import current_user
 
 from .. import security
+from ..app import error_response
 from ..adapters import AdapterError, CheckResult
 from ..catalog import source_values
 from ..connections import (ENVIRONMENTS, SettingsError, adapter_classes, create_connection, open_adapter,
@@ -436,7 +437,7 @@ def mapping_row(connection_id, kind):
     action = request.form.get("action") or ""
     key = ui.action_row(action) or request.form.get("row") or ""
     if not key or request.form.get(ui.name(key, "to")) != key:
-        return "Which row? Reload the page and try again.", 400
+        return error_response("errors/400.html", 400, "Which row? Reload the page and try again.")
     mapping = load_mapping(conn, kind)
     ctx, examples, example, fields_error = _editor_context(conn, mapping, request.form.get("example"))
     states = {**_saved_states(mapping), **_posted_states(step_map)}
