@@ -147,6 +147,10 @@ def test_retry_failed_and_failures_csv_through_the_web(app, live, login, sandbox
     assert "Retry failed (2)" in page.text
     for reg in refused:
         assert f'data-testid="item-{reg.form_id}"' in page.text
+    # the Sync Admin reads the same job in Sync Logs; retrying is the registrar's, and the page says so
+    admin_page = login("Sync Admin").page(f"/settings/sync-logs/{job_url.rsplit('/', 1)[1]}")
+    assert admin_page.status_code == 200 and "Retry failed (2)" not in admin_page.text
+    assert 'data-testid="retry-needs"' in admin_page.text and "Edit Registrations" in admin_page.text
 
     # the failures as CSV, with the SIS's reason
     r = registrar.get(job_url + "/failures.csv")
