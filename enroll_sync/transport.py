@@ -7,7 +7,8 @@ polite API client behaves:
 - a minimum interval between requests (thread-safe), because SIS admins throttle
   plugins;
 - 429 and 503 mean "wait and retry": exponential backoff that honours
-  ``Retry-After`` (seconds or an HTTP date), capped at ``max_backoff``;
+  ``Retry-After`` (seconds or an HTTP date) as the server asks, up to ``max_retry_after``
+  (longer: give up at once with a message);
 - other 5xx answers, timeouts and connection errors are retried a bounded number
   of times (``max_attempts`` in all);
 - any other 4xx is returned at once: retrying a refused request never helps;
@@ -184,6 +185,7 @@ class Transport:
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, min_interval: float = 0.0,
                  max_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
+                 max_retry_after: float = 300.0,
                  auth: OAuth2ClientCredentials | None = None,
                  headers: Mapping[str, str] | None = None, secrets: Iterable[str] = (),
                  verify: bool | str | ssl.SSLContext = True):
@@ -193,6 +195,7 @@ class Transport:
         self.max_attempts = max(1, int(max_attempts))
         self.backoff = max(0.0, float(backoff))
         self.max_backoff = max(0.0, float(max_backoff))
+        self.max_retry_after = max(0.0, float(max_retry_after))
         self.auth = auth
         self._secrets = [s for s in secrets if s]
         self._pace_lock = threading.Lock()
@@ -235,13 +238,16 @@ class Transport:
             time.sleep(slot - now)
 
     def _delay(self, attempt: int, response: httpx.Response | None) -> float:
-        base = self.backoff * (2 ** (attempt - 1))
+        """Seconds before the next try: exponential backoff capped at ``max_backoff``, or
+        the server's Retry-After as it asks (the caller gives up when that is longer than
+        ``max_retry_after``)."""
+        base = min(self.backoff * (2 ** (attempt - 1)), self.max_backoff)
         wait = base + random.uniform(0, base * 0.1)
         if response is not None:
             ra = parse_retry_after(response.headers.get("Retry-After"))
             if ra is not None:
                 # honour the server's wait, but never hammer it when it says 0
-                wait = max(ra, base)
+                return max(ra, base)
         return min(wait, self.max_backoff)
 
     def _where(self, method: str, url: str) -> str:
@@ -337,6 +343,12 @@ class Transport:
                             f"HTTP {status}{_reason(response)}."),
                         status=status, response=response, kind="retries", attempts=attempt)
                 wait = self._delay(attempt, response)
+                if wait > self.max_retry_after:
+                    raise TransportError(
+                        f"{self._where(method, url)} answered HTTP {status} and asked to wait {wait:.0f} s "
+                        f"before trying again (Retry-After), longer than the {self.max_retry_after:g} s "
+                        f"Enroll Sync waits. Nothing more was sent; try again later.",
+                        status=status, response=response, kind="retries", attempts=attempt)
                 log.info("retrying %s after HTTP %d (attempt %d of %d, waiting %.2fs)",
                          self._where(method, url), status, attempt + 1, max_attempts, wait)
                 response.close()

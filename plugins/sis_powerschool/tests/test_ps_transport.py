@@ -106,12 +106,27 @@ def test_429_with_retry_after_waits_that_long(sandbox):
     assert [r["status"] for r in api_calls(sandbox)] == [200, 429, 200]
 
 
-def test_retry_after_is_capped_by_max_backoff(sandbox):
+def test_retry_after_longer_than_we_wait_gives_up_at_once_with_the_reason(sandbox):
+    """Retrying before the server's Retry-After would only be refused again: a wait
+    longer than max_retry_after ends the request with a message instead."""
     sandbox.set_faults(burst_429=2, retry_after="120")
-    with make_transport(sandbox, max_backoff=0.05) as t:
+    with make_transport(sandbox, max_backoff=0.05, max_retry_after=60) as t:
         start = time.monotonic()
-        t.json("GET", "/ws/v1/metadata")
+        with pytest.raises(TransportError) as e:
+            t.json("GET", "/ws/v1/metadata")
         assert time.monotonic() - start < 2
+    assert e.value.status == 429 and e.value.kind == "retries"
+    assert "asked to wait 120 s" in str(e.value) and "longer than the 60 s" in str(e.value)
+
+
+def test_retry_after_is_honoured_beyond_max_backoff(sandbox):
+    """max_backoff bounds our own backoff, not the server's stated wait."""
+    with make_transport(sandbox, backoff=0.001, max_backoff=0.05) as t:
+        t.json("GET", "/ws/v1/metadata")
+        sandbox.set_faults(burst_429=1, retry_after="1")
+        start = time.monotonic()
+        assert t.json("GET", "/ws/v1/district")["district"]["name"]
+        assert time.monotonic() - start >= 0.95
 
 
 def test_429_without_retry_after_backs_off_and_succeeds(sandbox):
