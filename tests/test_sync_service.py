@@ -36,7 +36,8 @@ class ToyAdapter(SISAdapter):
     def settings_schema(cls):
         return [SettingField("mode", "Mode", "choice", required=True,
                              choices=(("ok", "Works"), ("refuse", "Refuses"), ("crash", "Crashes"))),
-                SettingField("api_key", "API key", "secret", required=True)]
+                SettingField("api_key", "API key", "secret", required=True),
+                SettingField("notes", "Field list", "text")]
 
     def check_connection(self):
         mode = self.settings["mode"]
@@ -362,3 +363,41 @@ def test_posts_need_the_csrf_token(app, live, login, sandbox):
         assert r.status_code == 400 and "This form has expired" in r.text, path
     with app.app_context(), database.connection_context():
         assert SyncConnection.get_by_id(cid).last_check_at is None
+
+
+def test_a_text_setting_takes_an_uploaded_file(toy):
+    """A schema document can be pasted or uploaded: the file's text becomes the setting,
+    shown in its box on the next edit; a file that is not text is refused at the field."""
+    app, admin, ids = toy
+    form = admin.page(f"{BASE}/new/toy")
+    assert 'enctype="multipart/form-data"' in form.text
+    assert 'type="file" id="s_notes__file" name="s_notes__file"' in form.text
+    fields = {"name": "Toy uploaded", "environment": "sandbox", "s_mode": "ok", "s_api_key": "k-123",
+              "s_notes": "typed text loses to the file", "csrf_token": admin.csrf}
+    document = '\ufeff{"openapi": "3.0.0", "title": "Élèves"}'.encode("utf-8")
+    r = admin.post(f"{BASE}/new/toy", data=fields,
+                   files={"s_notes__file": ("students.json", document, "application/json")})
+    assert r.status_code == 302, r.text[:500]
+    with app.app_context(), database.connection_context():
+        conn = SyncConnection.get(SyncConnection.name == "Toy uploaded")
+        assert conn.settings["notes"] == '{"openapi": "3.0.0", "title": "Élèves"}'  # BOM dropped
+    edit = admin.page(f"{BASE}/{conn.id}/edit")
+    assert "Élèves" in unescape(edit.text)
+
+    # not text: a message at the field, nothing saved
+    with app.app_context(), database.connection_context():
+        before = SyncConnection.select().count()
+    r = admin.post(f"{BASE}/new/toy", data={**fields, "name": "Toy binary", "csrf_token": admin.csrf},
+                   files={"s_notes__file": ("logo.png", b"\x89PNG\r\n\x1a\n\xff\xfe\x00", "image/png")})
+    assert r.status_code == 422
+    errors = dict(re.findall(r'data-error-for="([^"]+)">([^<]+)<', r.text))
+    assert errors["notes"] == "logo.png is not a text file (UTF-8)."
+    with app.app_context(), database.connection_context():
+        assert SyncConnection.select().count() == before
+    # no file chosen: the box's text is kept as typed
+    r = admin.post(f"{BASE}/{conn.id}/edit", data={**fields, "name": "Toy uploaded", "s_notes": "edited",
+                                                     "csrf_token": admin.csrf},
+                   files={"s_notes__file": ("", b"", "application/octet-stream")})
+    assert r.status_code == 302
+    with app.app_context(), database.connection_context():
+        assert SyncConnection.get_by_id(conn.id).settings["notes"] == "edited"

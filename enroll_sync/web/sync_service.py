@@ -167,8 +167,32 @@ def test_connection(connection_id):
     return redirect(url_for("sync_service.connections"))
 
 
-def _settings_submitted(form) -> dict:
-    return {k[len("s_"):]: form.get(k) for k in form.keys() if k.startswith("s_")}
+#: the largest file accepted in place of a text setting (an OpenAPI document, say)
+UPLOAD_LIMIT = 5 * 1024 * 1024
+UPLOAD_SUFFIX = "__file"
+
+
+def _settings_submitted(form, files=None) -> tuple[dict, dict]:
+    """The settings as typed (``s_<key>``), with the text of a file chosen for a text
+    setting (``s_<key>__file``) in place of what its box holds. Returns (values, errors)."""
+    values = {k[len("s_"):]: form.get(k) for k in form.keys() if k.startswith("s_")}
+    errors = {}
+    for field_name in (files.keys() if files else ()):
+        if not (field_name.startswith("s_") and field_name.endswith(UPLOAD_SUFFIX)):
+            continue
+        upload = files.get(field_name)
+        if not upload or not upload.filename:
+            continue
+        key = field_name[len("s_"):-len(UPLOAD_SUFFIX)]
+        data = upload.read(UPLOAD_LIMIT + 1)
+        if len(data) > UPLOAD_LIMIT:
+            errors[key] = f"{upload.filename} is larger than {UPLOAD_LIMIT // (1024 * 1024)} MB."
+            continue
+        try:
+            values[key] = data.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            errors[key] = f"{upload.filename} is not a text file (UTF-8)."
+    return values, errors
 
 
 @bp.route("/new")
@@ -190,8 +214,10 @@ def new_connection_settings(adapter):
     if request.method == "POST":
         name = request.form.get("name", "")
         environment = request.form.get("environment", "")
-        values = _settings_submitted(request.form)
+        values, upload_errors = _settings_submitted(request.form, request.files)
         try:
+            if upload_errors:
+                raise SettingsError(upload_errors)
             with database.atomic():
                 conn = create_connection(current_user.organization, adapter, name, environment, values)
                 audit("connection.create", "SyncConnection", conn.id, adapter=adapter, name=conn.name,
@@ -230,9 +256,11 @@ def edit_connection(connection_id):
     if request.method == "POST":
         name = request.form.get("name", "")
         environment = request.form.get("environment", "")
-        values = _settings_submitted(request.form)
+        values, upload_errors = _settings_submitted(request.form, request.files)
         changed_secrets = sorted(f.key for f in schema if f.secret and values.get(f.key))
         try:
+            if upload_errors:
+                raise SettingsError(upload_errors)
             with database.atomic():
                 update_connection(conn, name, environment, values)
                 audit("connection.update", "SyncConnection", conn.id, name=conn.name, environment=conn.environment,

@@ -45,9 +45,9 @@ AUTH_MODES = (
 )
 SCHEMA_SOURCES = (
     ("openapi_url", "OpenAPI / Swagger document at a URL"),
-    ("openapi_text", "OpenAPI / Swagger document (pasted)"),
+    ("openapi_text", "OpenAPI / Swagger document (pasted or uploaded)"),
     ("json_schema_url", "JSON Schema at a URL"),
-    ("json_schema_text", "JSON Schema (pasted)"),
+    ("json_schema_text", "JSON Schema (pasted or uploaded)"),
 )
 REQUEST_MODES = (
     ("single", "One record per request"),
@@ -280,7 +280,8 @@ class GenericRestAdapter(SISAdapter):
                          help="The OpenAPI/Swagger or JSON Schema document; a path such as "
                               "/metadata/data/v3/swagger.json is relative to the base URL."),
             SettingField("schema_text", "Schema document", "text",
-                         help="Paste the OpenAPI/Swagger or JSON Schema document (JSON)."),
+                         help="Paste the OpenAPI/Swagger or JSON Schema document (JSON), or "
+                              "upload its file below."),
             SettingField("create_operation", "Create operation", required=True,
                          default="POST /data/v3/ed-fi/students",
                          help="Method and path (after the base URL) that creates a student, "
