@@ -215,24 +215,29 @@ def create_registrations(org, schools, count: int, *, seed: int = 2026, school_y
 
 
 def load_demo(plugin_manager=None, sandbox_urls: dict | None = None, registrations: int = 320) -> tuple[bool, Organization]:
-    """Create the demo district once. Returns (created, organization)."""
+    """Create the demo district once, all or nothing (an interrupted first ``make run``
+    leaves no half-built district that later runs would keep). Returns (created, organization)."""
     org = Organization.get_or_none(Organization.slug == DEMO_SLUG)
     if org is not None:
         return False, org
     with database.atomic():
-        org = Organization.create(name="Riverside Unified School District", slug=DEMO_SLUG,
-                                  uses_registration_module=True)
-        install_catalog(org)
-        for role, email, name in DEMO_USERS:
-            User.create(organization=org, email=email, name=name, role=role,
-                        password_hash=generate_password_hash(DEMO_PASSWORD))
-        schools = [School.create(organization=org, name=n, school_number=num, low_grade=lo, high_grade=hi,
-                                 kind="Program" if "Program" in n else "School")
-                   for n, num, lo, hi in DEMO_SCHOOLS]
+        return True, _create_demo(plugin_manager, sandbox_urls, registrations)
+
+
+def _create_demo(plugin_manager, sandbox_urls, registrations) -> Organization:
+    org = Organization.create(name="Riverside Unified School District", slug=DEMO_SLUG,
+                              uses_registration_module=True)
+    install_catalog(org)
+    for role, email, name in DEMO_USERS:
+        User.create(organization=org, email=email, name=name, role=role,
+                    password_hash=generate_password_hash(DEMO_PASSWORD))
+    schools = [School.create(organization=org, name=n, school_number=num, low_grade=lo, high_grade=hi,
+                             kind="Program" if "Program" in n else "School")
+               for n, num, lo, hi in DEMO_SCHOOLS]
     create_registrations(org, schools, registrations)
     if plugin_manager is not None:
         create_demo_connections(org, plugin_manager, sandbox_urls or {})
-    return True, org
+    return org
 
 
 def create_demo_connections(org, plugin_manager, sandbox_urls: dict) -> list:

@@ -93,6 +93,30 @@ def test_demo_runs_once_and_keeps_admin_changes(app):
         assert Organization.select().count() == 1
 
 
+def test_an_interrupted_demo_load_leaves_nothing_and_the_next_run_builds_it(tmp_path):
+    """If the first load fails part-way (here: a demo connection that cannot be created),
+    the next run must not find a half-built district and keep it."""
+    from types import SimpleNamespace
+
+    from tests.conftest import make_app
+
+    broken = SimpleNamespace(hook=SimpleNamespace(register_demo_connections=lambda sandbox_urls: [
+        [{"adapter": "not-installed", "name": "Broken", "settings": {}}]]))
+    app = make_app(tmp_path)
+    with app.app_context(), database.connection_context():
+        upgrade()
+        try:
+            load_demo(broken, registrations=30)
+        except Exception:
+            pass
+        else:
+            raise AssertionError("a demo connection of an adapter that is not installed was created")
+        assert (Organization.select().count(), School.select().count(), Registration.select().count(),
+                Student.select().count()) == (0, 0, 0, 0)
+        created, org = load_demo(None, registrations=30)
+        assert created and Registration.select().where(Registration.organization == org).count() == 30
+
+
 def test_upgrade_is_idempotent_and_recorded(app):
     with app.app_context(), database.connection_context():
         assert upgrade() == []
