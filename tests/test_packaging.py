@@ -20,6 +20,8 @@ page = client.get("/login")
 assert page.status_code == 200 and b"Sign in" in page.data, page.status_code
 css = client.get("/static/app.css")
 assert css.status_code == 200 and b"Enroll Sync" in css.data
+htmx = client.get("/static/vendor/htmx.min.js")
+assert htmx.status_code == 200 and b"htmx" in htmx.data
 print("ok")
 """
 
@@ -33,6 +35,10 @@ def test_wheel_contains_and_serves_templates_and_static(tmp_path):
     assert "enroll_sync/templates/base.html" in names
     assert "enroll_sync/templates/schools/index.html" in names
     assert "enroll_sync/static/app.css" in names
+    # the front-end files fetched from npm at set-up travel in the wheel too (make test
+    # runs after make setup, so static/vendor is there)
+    assert "enroll_sync/static/vendor/htmx.min.js" in names
+    assert "enroll_sync/static/vendor/pico.classless.min.css" in names
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = dict(os.environ, PYTHONPATH=str(target))
