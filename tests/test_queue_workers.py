@@ -14,48 +14,20 @@ from pathlib import Path
 import pytest
 
 from enroll_sync.db import database
-from enroll_sync.demo import load_demo
-from enroll_sync.migrations import upgrade
 from enroll_sync.models import Organization, Registration, SyncItem, SyncJob
 from enroll_sync.sync import jobs
 from enroll_sync.sync.queue import enqueue_job
 from enroll_sync.sync.selection import RegistrationFilter, Selection
-from tests.conftest import make_app
-from tests.test_sync_support import (POSTGRES_URL, REDIS_URL, connect_to_sandbox, local_ids, postgres_schema_url,
-                                     redis_queue_url, sandbox, wait_for)  # noqa: F401
+from tests.test_sync_support import BACKENDS, connect_to_sandbox, local_ids, sandbox, wait_for  # noqa: F401
+from tests.test_sync_support import backend_app as _backend_app
 
 FAST_RECOVERY = {"JOB_STALE_SECONDS": "2", "JOB_HEARTBEAT_SECONDS": "0.3", "JOB_RECOVERY_SECONDS": "0.5",
                  "JOB_TASKS": "2", "WORKERS": "2", "JOB_BATCHES_PER_EXPORT": "1"}
 ENROLL_SYNC = str(Path(sys.executable).with_name("enroll-sync"))
 
-BACKENDS = [
-    pytest.param("sqlite", id="sqlite+sqlitehuey"),
-    pytest.param("postgres", id="postgres+redis", marks=[
-        pytest.mark.postgres, pytest.mark.redis,
-        pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
-                           reason="set ENROLL_SYNC_TEST_POSTGRES_URL and ENROLL_SYNC_TEST_REDIS_URL")]),
-]
-
-
 @pytest.fixture(params=BACKENDS)
 def backend_app(request, tmp_path):
-    cleanups = []
-    overrides = dict(FAST_RECOVERY)
-    if request.param == "postgres":
-        db_url, drop = postgres_schema_url()
-        queue_url, flush = redis_queue_url()
-        overrides.update(DATABASE_URL=db_url, QUEUE_URL=queue_url)
-        cleanups += [drop, flush]
-    app = make_app(tmp_path, **overrides)
-    with app.app_context(), database.connection_context():
-        upgrade()
-        load_demo(app.extensions["enroll_sync.plugins"], {"powerschool": "http://127.0.0.1:9"}, registrations=40)
-    yield app
-    if not database.is_closed():
-        database.close()
-    database.obj.close() if database.obj is not None else None
-    for fn in cleanups:
-        fn()
+    yield from _backend_app(request.param, tmp_path, **FAST_RECOVERY)
 
 
 class Workers:

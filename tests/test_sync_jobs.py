@@ -2,7 +2,8 @@
 re-checks, mapping errors, SIS faults with bounded retries, two jobs over the same
 students, crash recovery without duplicates, Partial Sync and redaction.
 
-These call the real runner (``run_job``) in the test process; the queue itself is
+These call the real runner (``run_job``) in the test process, on SQLite and (when
+ENROLL_SYNC_TEST_POSTGRES_URL and _REDIS_URL are set) on PostgreSQL; the queue itself is
 exercised by test_sync_flow.py (in-process consumer) and test_queue_workers.py
 (``enroll-sync worker`` processes, SIGKILL)."""
 from __future__ import annotations
@@ -22,7 +23,14 @@ from enroll_sync.models import (Mapping, Organization, Registration, School, Syn
 from enroll_sync.sync import jobs
 from enroll_sync.sync.selection import RegistrationFilter, Selection
 from tests.conftest import make_app
-from tests.test_sync_support import connect_to_sandbox, local_ids, sandbox, wait_for  # noqa: F401  (fixture)
+from tests.test_sync_support import BACKENDS, backend_app, connect_to_sandbox, local_ids, sandbox, wait_for  # noqa: F401
+
+
+@pytest.fixture(params=BACKENDS)
+def app(request, tmp_path):
+    """The job runner's guarantees hold on SQLite and on PostgreSQL (the queue is not used here)."""
+    yield from backend_app(request.param, tmp_path)
+
 
 APPROVED = Selection(filter=RegistrationFilter(status="Approved"), all_matching=True)
 
@@ -346,7 +354,8 @@ def fake_app(tmp_path):
         database.close()
 
 
-def test_partial_sync_and_secrets_redacted_from_history(fake_app, live, login):
+def test_partial_sync_and_secrets_redacted_from_history(fake_app):
+    from tests.conftest import LiveServer, ROLE_EMAIL, sign_in
     app = fake_app
     with app.app_context(), database.connection_context():
         job = jobs.create_job(app, _org(app), None, APPROVED)
@@ -363,7 +372,11 @@ def test_partial_sync_and_secrets_redacted_from_history(fake_app, live, login):
             stored = (item.sent, item.response)
             assert API_KEY not in repr(stored) and "tok-123" not in repr(stored) and "abc.def.ghi" not in repr(stored)
         form_id = reg.form_id
-    page = login("Registrar").page(f"/registrations/{form_id}")
+    server = LiveServer(app)
+    try:
+        page = sign_in(server.url, ROLE_EMAIL["Registrar"]).page(f"/registrations/{form_id}")
+    finally:
+        server.stop()
     assert page.status_code == 200
     assert 'data-testid="sync-status">Partial Sync<' in page.text
     assert "Payload sent and SIS answer" in page.text and "[redacted]" in page.text

@@ -135,3 +135,38 @@ def redis_queue_url():
             r.delete(key)
         r.close()
     return url, flush
+
+
+#: the two ways Enroll Sync runs: the embedded defaults, and the scale path
+BACKENDS = [
+    pytest.param("sqlite", id="sqlite+sqlitehuey"),
+    pytest.param("postgres", id="postgres+redis", marks=[
+        pytest.mark.postgres, pytest.mark.redis,
+        pytest.mark.skipif(not (POSTGRES_URL and REDIS_URL),
+                           reason="set ENROLL_SYNC_TEST_POSTGRES_URL and ENROLL_SYNC_TEST_REDIS_URL")]),
+]
+
+
+def backend_app(backend: str, tmp_path, **overrides):
+    """Yields an app with the demo district on ``backend`` (SQLite files, or a fresh
+    PostgreSQL schema and Redis queue name), cleaned up afterwards."""
+    from enroll_sync.demo import load_demo
+    from enroll_sync.migrations import upgrade
+    from tests.conftest import make_app
+
+    cleanups = []
+    if backend == "postgres":
+        db_url, drop = postgres_schema_url()
+        queue_url, flush = redis_queue_url()
+        overrides.update(DATABASE_URL=db_url, QUEUE_URL=queue_url)
+        cleanups += [drop, flush]
+    app = make_app(tmp_path, **overrides)
+    with app.app_context(), database.connection_context():
+        upgrade()
+        load_demo(app.extensions["enroll_sync.plugins"], {"powerschool": "http://127.0.0.1:9"}, registrations=40)
+    yield app
+    if not database.is_closed():
+        database.close()
+    database.obj.close() if database.obj is not None else None
+    for fn in cleanups:
+        fn()
