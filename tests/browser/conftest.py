@@ -1,6 +1,6 @@
-"""Fixtures for the end-to-end tests: the real app, its in-process huey consumer and
-the PowerSchool sandbox started as real processes on free loopback ports, and
-Debian's Chromium driven by Playwright.
+"""Fixtures for the end-to-end tests: the real app, its huey consumer (``enroll-sync
+worker``) and the PowerSchool sandbox started as separate real processes on free
+loopback ports, and Debian's Chromium driven by Playwright.
 
 Without /usr/bin/chromium these tests skip with a message, unless
 ENROLL_SYNC_REQUIRE_BROWSER=1 (set by .ci/run), which turns the skip into a failure.
@@ -49,6 +49,9 @@ def pytest_runtest_makereport(item, call):
     report = outcome.get_result()
     if report.when == "call":
         item.browser_call_failed = report.failed
+    stack = getattr(item, "funcargs", {}).get("stack")
+    if report.failed and isinstance(stack, Stack):  # what the app, worker and sandbox said
+        report.sections.append(("stack process logs", stack.log_text()))
 
 
 def free_port() -> int:
@@ -57,25 +60,67 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def wait_http(url: str, proc: subprocess.Popen, timeout: float = 60.0):
+#: startup can be slow on a loaded 2-core CI machine (imports, plugin loading)
+START_TIMEOUT = 90.0
+#: what ``enroll-sync worker`` logs once its consumer is about to take tasks (enroll_sync/sync/queue.py)
+WORKER_READY = "sync worker:"
+
+
+class StackError(RuntimeError):
+    """A process of the stack did not start (or stop); the message carries its output."""
+
+
+def _tail(log: Path, limit: int = 4000) -> str:
+    try:
+        return log.read_text(errors="replace")[-limit:]
+    except OSError:
+        return ""
+
+
+def _exited(name: str, proc: subprocess.Popen, log: Path) -> StackError:
+    return StackError(f"{name} ({' '.join(map(str, proc.args))}) exited with {proc.returncode} "
+                      f"before it was ready; its output:\n{_tail(log)}")
+
+
+def wait_http(url: str, proc: subprocess.Popen, log: Path, name: str, timeout: float = START_TIMEOUT):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
-            raise RuntimeError(f"{proc.args} exited with {proc.returncode}")
+            raise _exited(name, proc, log)
         try:
             httpx.get(url, timeout=2)
             return
         except httpx.HTTPError:
             time.sleep(0.2)
-    raise RuntimeError(f"{url} did not answer within {timeout}s")
+    raise StackError(f"{name}: {url} did not answer within {timeout}s; its output:\n{_tail(log)}")
+
+
+def wait_log(text: str, proc: subprocess.Popen, log: Path, name: str, timeout: float = START_TIMEOUT):
+    """Wait until ``proc`` writes ``text`` to its log."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if text in _tail(log, 1_000_000):
+            return
+        if proc.poll() is not None:
+            raise _exited(name, proc, log)
+        time.sleep(0.1)
+    raise StackError(f"{name} did not log {text!r} within {timeout}s; its output:\n{_tail(log)}")
 
 
 def enroll_sync_cmd(*args) -> list[str]:
     return [sys.executable, "-m", "enroll_sync.cli", *args]
 
 
+def enroll_sync_script(*args) -> list[str]:
+    """The ``enroll-sync`` console script installed next to this Python (as deployed)."""
+    script = Path(sys.executable).parent / "enroll-sync"
+    return [str(script), *args] if script.exists() else enroll_sync_cmd(*args)
+
+
 class Stack:
-    """The app and the sandbox as separate processes, sharing one instance folder."""
+    """The app, its sync worker and the sandbox as separate processes. The app and the
+    worker share one instance folder (database, huey queue, keys) through the same
+    environment; the app runs no consumer of its own."""
 
     def __init__(self, root: Path):
         self.root = root
@@ -85,35 +130,40 @@ class Stack:
         self.sandbox_url = f"http://127.0.0.1:{self.sandbox_port}"
         self.env = dict(os.environ,
                         ENROLL_SYNC_INSTANCE_PATH=str(root / "instance"),
-                        ENROLL_SYNC_IN_PROCESS_WORKER="1",
+                        ENROLL_SYNC_IN_PROCESS_WORKER="0",
+                        ENROLL_SYNC_WORKERS="2",
+                        PYTHONUNBUFFERED="1",
                         ENROLL_SYNC_LOGIN_MAX_ATTEMPTS="100",
                         ENROLL_SYNC_SANDBOX_POWERSCHOOL_URL=self.sandbox_url)
         for key in ("ENROLL_SYNC_DATABASE_URL", "ENROLL_SYNC_QUEUE_URL"):
             self.env.pop(key, None)
-        self.procs: list[subprocess.Popen] = []
+        self.procs: list[tuple[str, subprocess.Popen, Path]] = []
         self.logs: list[Path] = []
 
     def run(self, *args):
         out = subprocess.run(enroll_sync_cmd(*args), env=self.env, capture_output=True, text=True, timeout=300)
-        assert out.returncode == 0, out.stderr
+        assert out.returncode == 0, f"enroll-sync {' '.join(args)} exited with {out.returncode}:\n{out.stdout}{out.stderr}"
         return out.stdout
 
-    def spawn(self, name: str, *args) -> subprocess.Popen:
+    def spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
         log = self.root / f"{name}.log"
         self.logs.append(log)
-        proc = subprocess.Popen(enroll_sync_cmd(*args), env=self.env, stdout=open(log, "w"),
-                                stderr=subprocess.STDOUT)
-        self.procs.append(proc)
-        return proc
+        with open(log, "w") as out:
+            proc = subprocess.Popen(cmd, env=self.env, stdout=out, stderr=subprocess.STDOUT,
+                                    stdin=subprocess.DEVNULL)
+        self.procs.append((name, proc, log))
+        return proc, log
 
     def start(self, registrations: int = 60):
         self.run("db", "upgrade")
         self.run("demo", "--registrations", str(registrations), "--sandbox-url", f"powerschool={self.sandbox_url}")
-        sandbox = self.spawn("sandbox", "sandbox", "powerschool", "--port", str(self.sandbox_port),
-                             "--db", str(self.root / "sandbox.db"))
-        app = self.spawn("app", "serve", "--port", str(self.app_port))
-        wait_http(self.sandbox_url + "/ws/v1/metadata", sandbox)
-        wait_http(self.url + "/login", app)
+        sandbox = self.spawn("sandbox", enroll_sync_cmd("sandbox", "powerschool", "--port", str(self.sandbox_port),
+                                                        "--db", str(self.root / "sandbox.db")))
+        worker = self.spawn("worker", enroll_sync_script("worker"))
+        app = self.spawn("app", enroll_sync_cmd("serve", "--port", str(self.app_port)))
+        wait_http(self.sandbox_url + "/ws/v1/metadata", *sandbox, "sandbox")
+        wait_log(WORKER_READY, *worker, "worker")
+        wait_http(self.url + "/login", *app, "app")
         return self
 
     def sandbox_dump(self) -> list[dict]:
@@ -134,17 +184,35 @@ class Stack:
         finally:
             con.close()
 
-    def stop(self):
-        for proc in self.procs:
+    def check_running(self):
+        """Fail with its output if a process of the stack has died."""
+        for name, proc, log in self.procs:
+            if proc.poll() is not None:
+                raise StackError(f"{name} exited with {proc.returncode} during the tests; its output:\n{_tail(log)}")
+
+    def stop(self) -> list[str]:
+        """SIGTERM everything (huey's consumer stops on SIGTERM, the servers exit); returns
+        the processes that had to be killed or did not exit cleanly, with their output."""
+        running = [(n, p, log) for n, p, log in self.procs if p.poll() is None]
+        died = [f"{n} had already exited with {p.returncode}:\n{_tail(log)}"
+                for n, p, log in self.procs if p.poll() is not None]
+        for _name, proc, _log in running:
             proc.terminate()
-        for proc in self.procs:
+        problems = []
+        for name, proc, log in running:
             try:
-                proc.wait(timeout=10)
+                code = proc.wait(timeout=20)
             except subprocess.TimeoutExpired:
                 proc.kill()
+                proc.wait(timeout=10)
+                problems.append(f"{name} ignored SIGTERM for 20s and was killed:\n{_tail(log)}")
+                continue
+            if name == "worker" and code != 0:
+                problems.append(f"worker exited with {code} on SIGTERM:\n{_tail(log)}")
+        return died + problems
 
     def log_text(self) -> str:
-        return "\n".join(f"--- {p.name}\n{p.read_text()[-4000:]}" for p in self.logs if p.exists())
+        return "\n".join(f"--- {p.name}\n{_tail(p)}" for p in self.logs if p.exists())
 
 
 @pytest.fixture(scope="module")
@@ -152,12 +220,13 @@ def stack(tmp_path_factory):
     s = Stack(tmp_path_factory.mktemp("stack"))
     try:
         s.start()
-        yield s
-    except Exception:
-        print(s.log_text())
-        raise
-    finally:
+    except BaseException:
         s.stop()
+        raise
+    yield s
+    problems = s.stop()
+    if problems:
+        raise StackError("the stack did not shut down cleanly:\n" + "\n".join(problems))
 
 
 @pytest.fixture(scope="session")
@@ -195,6 +264,7 @@ def new_page(browser, stack, request):
     """``new_page(role_email)``: a signed-in page in its own browser context. At the end
     of the test, any JavaScript error, failed request, HTTP error response or HTMX
     write without its CSRF header fails the test (``new_page.problems`` lists them)."""
+    stack.check_running()  # a dead worker or server fails here, with its output, not as a timeout
     contexts = []
     problems = PageProblems()
 

@@ -1,10 +1,11 @@
 """The walkthrough in real Chromium, each part as the role that does it.
 
-The tests share one running stack (app + in-process huey consumer + PowerSchool
-sandbox, see conftest.py) and run in the walkthrough's order: the Sync Admin adds and
-maps a connection and sends a test record, the District Admin assigns it to schools,
-the Registrar bulk-syncs the Approved registrations, the Viewer cannot, and a student
-the SIS rejects is fixed in the mapping and retried.
+The tests share one running stack (the app, its ``enroll-sync worker`` huey consumer
+and the PowerSchool sandbox, each its own process, see conftest.py) and run in the
+walkthrough's order: the Sync Admin adds and maps a connection and sends a test record,
+the District Admin assigns it to schools, the Registrar bulk-syncs the Approved
+registrations, the Viewer cannot, and a student the SIS rejects is fixed in the mapping
+and retried.
 
 Every HTMX gesture is made the way a person makes it (choose an option, type and Tab
 away, click a button) and the answer is waited for on the page; ``window.__marker``
