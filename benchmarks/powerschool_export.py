@@ -2,12 +2,13 @@
 
 5,000 mapped records go through ``PowerSchoolAdapter.export`` to the PowerSchool
 sandbox with 20 ms added to every request; the same student bodies (taken from
-``adapter.preview``) are then POSTed by a bare httpx loop with the same batch size.
+``adapter.preview``) are POSTed by a bare httpx loop with the same batch size.
 The sandbox is emptied before each run, so both insert the same students. Both
 authenticate inside the timed part. The adapter also pays for its duplicate check
 (match-before-insert): that is part of what is measured.
 
     .venv/bin/python benchmarks/powerschool_export.py [--records 5000] [--latency-ms 20]
+        [--rounds 5] [--warmup 1]
 
 The two are measured in interleaved rounds (which goes first alternates), after one
 warm-up round that does not count, so a change in the machine's load hits both

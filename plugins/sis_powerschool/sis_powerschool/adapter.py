@@ -245,11 +245,48 @@ def _errors_of(item: Mapping) -> list[FieldError]:
                                                                 "without saying why.")]
 
 
-def _students_of(body: Any) -> list[dict]:
+def _students_of(body: Any, *, strict: bool = False) -> list[dict]:
+    """The students of a list answer; ``strict``: a body of another shape is an error
+    (an unreadable search must not pass for "no such student")."""
     students = body.get("students") if isinstance(body, Mapping) else None
+    if students is None or students == "":
+        if strict and not (isinstance(body, Mapping) and "students" in body):
+            raise _malformed(f"GET {SEARCH_PATH}", "without a students object")
+        return []
     if not isinstance(students, Mapping):
+        if strict:
+            raise _malformed(f"GET {SEARCH_PATH}", "with students that are not an object")
         return []
     return [s for s in as_list(students.get("student")) if isinstance(s, Mapping)]
+
+
+def _malformed(where: str, what: str) -> TransportError:
+    return TransportError(f"{where} answered {what}.", kind="malformed")
+
+
+def _object_in(body: Any, key: str, where: str) -> Mapping:
+    """``body[key]`` when the answer has that shape ({} when it is empty), else an error."""
+    if not isinstance(body, Mapping):
+        raise _malformed(where, "with JSON that is not an object")
+    value = body.get(key)
+    if value is None or value == "":
+        return {}
+    if not isinstance(value, Mapping):
+        raise _malformed(where, f"with a {key!r} that is not an object")
+    return value
+
+
+def _positive_int(value: Any, *, zero: bool = False) -> int | None:
+    """An int > 0 (>= 0 with ``zero``) from a number or a numeric string, else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, str) and INT_RE.match(value.strip()):
+        value = int(value.strip())
+    if isinstance(value, int) and (value > 0 or (zero and value == 0)):
+        return value
+    return None
 
 
 RESERVED_KEYS = frozenset({"client_uid", "action", "id"})
@@ -399,33 +436,36 @@ class PowerSchoolAdapter(SISAdapter):
     # ------------------------------------------------------------------ check
     def check_connection(self) -> CheckResult:
         try:
-            meta = self._get("/ws/v1/metadata").get("metadata") or {}
-            district = self._get("/ws/v1/district").get("district") or {}
-            count = self._get(SEARCH_PATH + "/count").get("resource", {}).get("count")
+            meta = _object_in(self._get("/ws/v1/metadata"), "metadata", "GET /ws/v1/metadata")
+            district = _object_in(self._get("/ws/v1/district"), "district", "GET /ws/v1/district")
+            count = _object_in(self._get(SEARCH_PATH + "/count"), "resource",
+                               f"GET {SEARCH_PATH}/count").get("count")
             # Reading one student with every expansion shows missing field access early.
-            self._get(SEARCH_PATH, pagesize=1, expansions=",".join(CHECK_EXPANSIONS))
+            _students_of(self._get(SEARCH_PATH, pagesize=1, expansions=",".join(CHECK_EXPANSIONS)))
         except TransportError as exc:
             return CheckResult(False, self._explain(exc))
         except AdapterError as exc:
             return CheckResult(False, str(exc))
-        except (AttributeError, TypeError):
-            return CheckResult(False, "The server answered, but not like PowerSchool does: "
-                                      "check the server URL.")
+        if isinstance(count, bool) or not isinstance(count, (int, str)):
+            count = None
         details = {
             "PowerSchool version": str(meta.get("powerschool_version", "unknown")),
             "District": str(district.get("name", "unknown")),
             "Students": str(count if count is not None else "unknown"),
             "Students per page (max)": str(meta.get("student_max_page_size", "unknown")),
         }
-        size = meta.get("student_max_page_size")
-        if isinstance(size, (int, str)) and str(size).isdigit():
-            self._page_size = max(1, min(int(size), 1000))
+        size = _positive_int(meta.get("student_max_page_size"))
+        if size is not None:
+            self._page_size = min(size, 1000)
         message = (f"Connected to PowerSchool {details['PowerSchool version']} "
                    f"({details['District']}): {details['Students']} students, up to "
                    f"{details['Students per page (max)']} per page.")
         return CheckResult(True, message, details)
 
     def _explain(self, exc: TransportError) -> str:
+        if exc.kind == "malformed":
+            return (f"{exc} PowerSchool does not answer like that: check the server URL (a "
+                    f"proxy, maintenance or login page may be answering instead).")
         if exc.status == 403:
             fields = self._no_access_fields(exc.response)
             if fields:
@@ -458,7 +498,8 @@ class PowerSchoolAdapter(SISAdapter):
             entry = [self._code(c) for c in as_list((district.get("entry_codes") or {}).get("entry_code"))]
             exit_ = [self._code(c) for c in as_list((district.get("exit_codes") or {}).get("exit_code"))]
             schools = self._schools()
-            listing = self._get(SEARCH_PATH, pagesize=1)
+            listing = _object_in(self._get(SEARCH_PATH, pagesize=1), "students",
+                                 f"GET {SEARCH_PATH}")
         except TransportError as exc:
             raise AdapterError(self._explain(exc)) from None
         except (AttributeError, TypeError):
@@ -466,8 +507,9 @@ class PowerSchoolAdapter(SISAdapter):
                                "shape; check the server URL.") from None
         sections = core_sections(entry_codes=[c for c in entry if c], exit_codes=[c for c in exit_ if c],
                                  schools=schools)
-        tables = (listing.get("students") or {}).get("@extensions") if isinstance(listing, Mapping) else None
-        for table in [t.strip() for t in str(tables or "").split(",") if t.strip()]:
+        tables = listing.get("@extensions")
+        names = tables if isinstance(tables, list) else str(tables or "").split(",")
+        for table in [str(t).strip() for t in names if str(t).strip()]:
             section = self._extension_section(table)
             if section is not None:
                 sections.append(section)
@@ -508,13 +550,12 @@ class PowerSchoolAdapter(SISAdapter):
             if not isinstance(col, Mapping) or not col.get("name"):
                 continue
             name = str(col["name"]).lower()
-            if col.get("access") in NO_ACCESS or name in HIDDEN_COLUMNS:
+            if str(col.get("access")) in NO_ACCESS or name in HIDDEN_COLUMNS:
                 continue
             kind = EXT_TYPES.get(str(col.get("type", "string")).lower(), "string")
-            length = col.get("length")
+            length = _positive_int(col.get("length"))
             fields.append(_f(f"{EXT_PREFIX}{table}.{name}", str(col.get("description") or name),
-                             kind, max_length=int(length) if kind == "string" and str(length).isdigit()
-                             and int(length) > 0 else None,
+                             kind, max_length=length if kind == "string" else None,
                              help=f"{table}.{name}"))
         if not fields:
             return None
@@ -798,12 +839,22 @@ class PowerSchoolAdapter(SISAdapter):
         return None
 
     def _result(self, p: _Plan, item: Mapping) -> ExportResult:
-        action = str(item.get("action") or ("UPDATE" if p.sis_id else "INSERT")).lower()
+        ours = "update" if p.sis_id else "insert"
+        action = str(item.get("action") or "").lower()
+        action = action if action in ("insert", "update") else ours
         status = str(item.get("status") or "").upper()
         if status == "SUCCESS":
-            sm = item.get("success_message") or {}
-            sis_id = sm.get("id") if isinstance(sm, Mapping) else None
-            sis_id = str(sis_id) if sis_id is not None else p.sis_id
+            sm = item.get("success_message")
+            sis_id = _norm_id(sm.get("id")) if isinstance(sm, Mapping) else None
+            if sis_id is not None and not INT_RE.match(sis_id):
+                sis_id = None  # a DCID is a number; anything else cannot be used for updates
+            if sis_id is None and not p.sis_id:
+                return self._failed(
+                    p.record, "PowerSchool said the student was saved but did not give its id, "
+                              "so it cannot be linked. Syncing it again is safe (it will be "
+                              "matched by Student Number, not duplicated).",
+                    code="MISSING_ID", sent=p.body, response=dict(item), action=action)
+            sis_id = sis_id or p.sis_id
             if action == "insert":
                 message = f"Inserted as PowerSchool student {sis_id}."
             elif p.match is not None:
@@ -814,6 +865,12 @@ class PowerSchoolAdapter(SISAdapter):
             return ExportResult(record_id=p.record.record_id, outcome=Outcome.SUCCEEDED,
                                 sis_id=sis_id, action=action, message=message,
                                 sent=p.body, response=dict(item))
+        if status != "ERROR" and not item.get("error_message"):
+            shown = f" {self.transport.redact(status)[:40]!r}" if status else ""
+            return self._failed(
+                p.record, f"PowerSchool's answer for this student has no usable status{shown}, "
+                          f"so it may or may not have been saved. Syncing it again is safe.",
+                code="MALFORMED_RESULT", sent=p.body, response=dict(item), action=action)
         errors = _errors_of(item)
         message = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
         return ExportResult(record_id=p.record.record_id, outcome=Outcome.FAILED,
@@ -850,11 +907,11 @@ class PowerSchoolAdapter(SISAdapter):
     def page_size(self) -> int:
         if self._page_size is None:
             try:
-                meta = self._get("/ws/v1/metadata").get("metadata") or {}
-                size = int(meta.get("student_max_page_size") or 100)
-            except (TransportError, ValueError, TypeError, AttributeError):
+                meta = _object_in(self._get("/ws/v1/metadata"), "metadata", "GET /ws/v1/metadata")
+                size = _positive_int(meta.get("student_max_page_size")) or 100
+            except TransportError:
                 size = 100
-            self._page_size = max(1, min(size, 1000))
+            self._page_size = min(size, 1000)
         return self._page_size
 
     def _find_existing(self, records: list[ExportRecord], tables: list[str]) -> dict[str, Match]:
@@ -914,14 +971,15 @@ class PowerSchoolAdapter(SISAdapter):
                 self._fetch(fieldname, f"{fieldname}=={v}", tables, out, wanted, limit=10)
             return
         q = f"{fieldname}=ge={values[0]};{fieldname}=le={values[-1]}"
-        count = self._get(SEARCH_PATH + "/count", q=q).get("resource", {}).get("count")
-        try:
-            count = int(count)
-        except (TypeError, ValueError):
-            count = None
+        where = f"GET {SEARCH_PATH}/count"
+        count = _object_in(self._get(SEARCH_PATH + "/count", q=q), "resource", where).get("count")
+        count = None if isinstance(count, bool) else _positive_int(count, zero=True)
+        if count is None:
+            # Splitting the range blindly would cost one request per student: refuse instead.
+            raise _malformed(where, "without a readable count")
         if count == 0:
             return
-        if count is not None and count <= max(2 * len(values), self.page_size()):
+        if count <= max(2 * len(values), self.page_size()):
             self._fetch(fieldname, q, tables, out, wanted, limit=count)
             return
         mid = len(values) // 2
@@ -936,7 +994,7 @@ class PowerSchoolAdapter(SISAdapter):
             params: dict[str, Any] = {"q": q, "page": page, "pagesize": size}
             if tables:
                 params["extensions"] = ",".join(tables)
-            students = _students_of(self._get(SEARCH_PATH, **params))
+            students = _students_of(self._get(SEARCH_PATH, **params), strict=True)
             for s in students:
                 key = _norm_id(s.get(fieldname))
                 if key is not None and key in wanted:

@@ -1,12 +1,47 @@
-"""``enroll-sync sandbox powerschool``: run the PowerSchool-compatible sandbox SIS."""
+"""``enroll-sync sandbox powerschool``: run the PowerSchool-compatible sandbox SIS.
+
+Every fault of ``/sandbox/faults`` (``DEFAULT_FAULTS``) has a flag here: the fault's
+name with dashes (``burst_429`` -> ``--burst-429``), except the lists, whose flags are
+singular and repeatable (``reject_local_ids`` -> ``--reject-local-id``). ``FAULT_FLAGS``
+says which flag sets which fault.
+"""
 from __future__ import annotations
 
 import click
 
 from .sandbox import (
-    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TOKEN_LIFETIME, make_sandbox_server,
-    seed_students,
+    DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET, DEFAULT_TOKEN_LIFETIME, MALFORMED_KINDS,
+    make_sandbox_server, seed_students,
 )
+
+#: click parameter name -> the fault of DEFAULT_FAULTS it sets
+FAULT_FLAGS = {
+    "latency_ms": "latency_ms",
+    "error_rate": "error_rate",
+    "timeout_rate": "timeout_rate",
+    "hang_s": "hang_s",
+    "fail_500": "fail_500",
+    "timeouts": "timeouts",
+    "burst_429": "burst_429",
+    "burst_503": "burst_503",
+    "retry_after": "retry_after",
+    "malformed": "malformed",
+    "malformed_kind": "malformed_kind",
+    "malformed_body": "malformed_body",
+    "lost_answers": "lost_answers",
+    "fault_path": "fault_path",
+    "min_interval_ms": "min_interval_ms",
+    "throttle_status": "throttle_status",
+    "token_lifetime": "token_lifetime",
+    "revoke_tokens_every": "revoke_tokens_every",
+    "reject_local_id": "reject_local_ids",
+    "reject_last_name": "reject_last_names",
+    "drop_results_for": "drop_results_for",
+    "deny_field": "denied_fields",
+    "page_size_max": "student_max_page_size",
+}
+_LISTS = {"reject_local_ids", "reject_last_names", "drop_results_for", "denied_fields"}
+_KINDS = "; ".join(f"{k}: {v}" for k, v in MALFORMED_KINDS.items())
 
 
 @click.command("powerschool")
@@ -20,6 +55,7 @@ from .sandbox import (
               help="OAuth client secret the sandbox accepts (a demo value; not a real secret).")
 @click.option("--students", "seed_count", default=0, show_default=True, type=int,
               help="Store this many example students at start (local_id 900001 and up).")
+# -- slowness and random failures
 @click.option("--latency-ms", default=0, show_default=True, type=int,
               help="Added to every API request.")
 @click.option("--error-rate", default=0.0, show_default=True, type=float,
@@ -27,41 +63,84 @@ from .sandbox import (
 @click.option("--timeout-rate", default=0.0, show_default=True, type=float,
               help="Share of API requests that hang --hang-s seconds (0..1).")
 @click.option("--hang-s", default=5.0, show_default=True, type=float,
-              help="How long a simulated timeout hangs.")
+              help="How long a simulated timeout hangs (then it answers 500).")
+# -- counted faults: the next N requests under --fault-path
+@click.option("--fail-500", default=0, show_default=True, type=int,
+              help="The next N API requests answer HTTP 500.")
+@click.option("--timeouts", default=0, show_default=True, type=int,
+              help="The next N API requests hang --hang-s seconds (not processed).")
+@click.option("--burst-429", default=0, show_default=True, type=int,
+              help="The next N API requests answer 429 Too Many Requests (with --retry-after "
+                   "when given).")
+@click.option("--burst-503", default=0, show_default=True, type=int,
+              help="The next N API requests answer 503 Service Unavailable (with --retry-after "
+                   "when given).")
+@click.option("--malformed", default=0, show_default=True, type=int,
+              help="The next N API requests answer HTTP 200 with a broken body "
+                   "(see --malformed-kind); they are not processed.")
+@click.option("--malformed-kind", default="truncated", show_default=True,
+              type=click.Choice(list(MALFORMED_KINDS)),
+              help=f"Which broken body --malformed sends. {_KINDS}.")
+@click.option("--malformed-body", default=None,
+              help="Send exactly this text (as application/json) for --malformed instead of "
+                   "a --malformed-kind.")
+@click.option("--lost-answers", default=0, show_default=True, type=int,
+              help="The next N POST /ws/v1/student are saved, then answered 500 (the answer "
+                   "is lost).")
+@click.option("--fault-path", default="/", show_default=True,
+              help="Counted faults (--fail-500, --timeouts, --burst-429, --burst-503, "
+                   "--malformed) hit only paths starting with this, e.g. /ws/v1/student.")
+# -- throttle
 @click.option("--min-interval-ms", default=0, show_default=True, type=int,
               help="PowerSchool's per-plugin throttle: minimum ms between API requests.")
-@click.option("--throttle-status", default=429, show_default=True, type=click.Choice(["429", "503"]),
-              help="Status of a throttled request.")
-@click.option("--retry-after", default=None, help="Retry-After header sent with 429/503 (none by default).")
+@click.option("--throttle-status", default="429", show_default=True,
+              type=click.Choice(["429", "503"]), help="Status of a throttled request.")
+@click.option("--retry-after", default=None,
+              help="Retry-After header sent with 429/503 answers, seconds or an HTTP date "
+                   "(none by default).")
+# -- tokens
 @click.option("--token-lifetime", default=DEFAULT_TOKEN_LIFETIME, show_default=True, type=int,
-              help="expires_in of issued tokens, seconds.")
-@click.option("--reject-local-id", multiple=True, help="Refuse this local_id with a per-record error (repeatable).")
-@click.option("--reject-last-name", multiple=True, help="Refuse this last name with a per-record error (repeatable).")
+              help="expires_in of issued tokens, seconds; they stop working after it "
+                   "(token expiry).")
+@click.option("--revoke-tokens-every", default=0, show_default=True, type=int,
+              help="Revoke every token after each N-th API request that had a valid one, so "
+                   "the next request gets 401 (token revocation; 0: never).")
+# -- per-record answers
+@click.option("--reject-local-id", multiple=True,
+              help="Refuse this local_id with a per-record error (repeatable).")
+@click.option("--reject-last-name", multiple=True,
+              help="Refuse this last name with a per-record error (repeatable).")
+@click.option("--drop-results-for", multiple=True,
+              help="Save this local_id but leave it out of the answer (repeatable).")
 @click.option("--deny-field", multiple=True,
-              help="Answer 'No access to the field' for this column, e.g. students.dob (repeatable).")
+              help="Answer 'No access to the field' for this column, e.g. students.dob "
+                   "(repeatable).")
 @click.option("--page-size-max", default=500, show_default=True, type=int,
               help="student_max_page_size reported and enforced.")
 @click.option("--seed", default=None, type=int, help="Random seed for the random faults.")
 @click.option("--quiet/--access-log", default=False, show_default=True,
               help="Hide the per-request access log.")
-def powerschool_command(host, port, db, client_id, client_secret, seed_count, latency_ms,
-                        error_rate, timeout_rate, hang_s, min_interval_ms, throttle_status,
-                        retry_after, token_lifetime, reject_local_id, reject_last_name,
-                        deny_field, page_size_max, seed, quiet):
+def powerschool_command(host, port, db, client_id, client_secret, seed_count, seed, quiet,
+                        **flags):
     """Run a PowerSchool-compatible sandbox SIS.
 
     Faults can also be changed while it runs: POST a JSON object to /sandbox/faults
-    (GET it to see them all). GET /sandbox/dump lists every stored student;
-    POST /sandbox/reset empties it.
+    (GET it to see them all) with the flags' names in snake case, e.g.
+    {"burst_429": 3, "retry_after": "2"}; {"revoke_tokens": true} revokes the tokens
+    issued so far. GET /sandbox/dump lists every stored student; POST /sandbox/reset
+    empties it and puts the faults back to these flags.
     """
+    faults = {}
+    for name, value in flags.items():
+        key = FAULT_FLAGS[name]
+        if key in _LISTS:
+            value = list(value)
+        elif key == "throttle_status":
+            value = int(value)
+        faults[key] = value
     store, server = make_sandbox_server(
         host=host, port=port, db=db, client_id=client_id, client_secret=client_secret,
-        seed=seed, quiet=quiet, latency_ms=latency_ms, error_rate=error_rate,
-        timeout_rate=timeout_rate, hang_s=hang_s, min_interval_ms=min_interval_ms,
-        throttle_status=int(throttle_status), retry_after=retry_after,
-        token_lifetime=token_lifetime, reject_local_ids=list(reject_local_id),
-        reject_last_names=list(reject_last_name), denied_fields=list(deny_field),
-        student_max_page_size=page_size_max)
+        seed=seed, quiet=quiet, **faults)
     if seed_count:
         seed_students(store, seed_count)
     url = f"http://{host}:{server.server_port}"

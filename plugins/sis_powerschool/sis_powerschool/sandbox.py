@@ -36,9 +36,9 @@ from typing import Any
 from flask import Flask, Response, g, jsonify, request
 from werkzeug.serving import WSGIRequestHandler, make_server
 
-__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "DEFAULT_FAULTS", "SandboxHandle",
-           "SandboxStore", "create_app", "serve_in_thread", "SCHOOLS", "ENTRY_CODES",
-           "EXIT_CODES", "EXTENSION_TABLES"]
+__all__ = ["DEFAULT_CLIENT_ID", "DEFAULT_CLIENT_SECRET", "DEFAULT_FAULTS", "MALFORMED_KINDS",
+           "SandboxHandle", "SandboxStore", "create_app", "serve_in_thread", "SCHOOLS",
+           "ENTRY_CODES", "EXIT_CODES", "EXTENSION_TABLES"]
 
 #: Credentials the sandbox accepts unless told otherwise (documented; demo only).
 DEFAULT_CLIENT_ID = "enroll-sync-demo"
@@ -120,11 +120,14 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "burst_503": 0,           # the next N API requests answer 503
     "retry_after": None,      # Retry-After sent with bursts and throttle (None: no header)
     "malformed": 0,           # the next N API requests answer 200 with a broken body
+    "malformed_kind": "truncated",  # which broken body: see MALFORMED_KINDS
+    "malformed_body": None,   # or exactly this text (JSON content type) instead of a kind
     "lost_answers": 0,        # the next N POST /ws/v1/student are SAVED, then answered 500
     "fault_path": "/",        # counted faults hit only paths starting with this
     "min_interval_ms": 0,     # PowerSchool's per-plugin throttle (0: off)
     "throttle_status": 429,   # status of a throttled request (429 or 503)
     "token_lifetime": DEFAULT_TOKEN_LIFETIME,  # expires_in of new tokens, seconds
+    "revoke_tokens_every": 0,  # revoke every token after each N-th authorised API request
     "reject_local_ids": [],   # per-record error for these local_ids
     "reject_last_names": [],  # per-record error for these last names (case-insensitive)
     "drop_results_for": [],   # process but leave these local_ids out of the answer
@@ -132,6 +135,21 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "student_max_page_size": 500,
 }
 ACTIONS = ("revoke_tokens", "expire_tokens")
+#: what the ``malformed`` fault answers (HTTP 200 unless said otherwise); the request is
+#: not processed
+MALFORMED_KINDS = {
+    "truncated": "JSON cut off in the middle",
+    "disconnect": "Content-Length promises more than is sent, then the connection closes",
+    "html": "an HTML error page (text/html), as a proxy or login page sends",
+    "not_json": "plain text labelled application/json",
+    "empty": "an empty body labelled application/json",
+    "array": "a JSON array where an object is expected",
+    "wrong_shape": "every top-level object the API uses is a list of strings instead",
+    "missing_keys": "every top-level object the API uses is there but empty",
+}
+#: the top-level keys of the API's answers (for wrong_shape and missing_keys)
+ANSWER_KEYS = ("results", "metadata", "district", "resource", "students", "schools", "student",
+               "columns", "access_token")
 
 # ----------------------------------------------------------------------------- rules
 
@@ -276,20 +294,36 @@ class SandboxStore:
         self.requests: collections.deque = collections.deque(maxlen=20000)
         self.rng = random.Random(seed)
         self._last_api_request = 0.0
+        self._authorised = 0  # API requests with a valid token (revoke_tokens_every)
         self.generation = 0  # bumped by reset(): requests begun before it are not logged
 
     # -- faults
     def set_faults(self, **changes: Any) -> dict:
+        unknown = [k for k in changes if k not in DEFAULT_FAULTS and k not in ACTIONS]
+        if unknown:
+            raise KeyError(unknown[0])
+        if "malformed_kind" in changes and changes["malformed_kind"] not in MALFORMED_KINDS:
+            raise ValueError(f"malformed_kind must be one of {', '.join(MALFORMED_KINDS)}")
         with self.lock:
             for key, value in changes.items():
-                if key in ("revoke_tokens", "expire_tokens"):
+                if key in ACTIONS:
                     if value:
                         self.tokens.clear()
                     continue
-                if key not in DEFAULT_FAULTS:
-                    raise KeyError(key)
+                if key == "revoke_tokens_every":
+                    self._authorised = 0
                 self.faults[key] = copy.deepcopy(value)
             return copy.deepcopy(self.faults)
+
+    def authorised(self) -> None:
+        """Count an API request that had a valid token (``revoke_tokens_every``)."""
+        with self.lock:
+            every = int(self.faults.get("revoke_tokens_every") or 0)
+            if every <= 0:
+                return
+            self._authorised += 1
+            if self._authorised % every == 0:
+                self.tokens.clear()
 
     def take(self, counter: str) -> bool:
         """Consume one unit of a counted fault; True when it applies."""
@@ -311,6 +345,7 @@ class SandboxStore:
             self.tokens.clear()
             self.requests.clear()
             self._last_api_request = 0.0
+            self._authorised = 0
             self.generation += 1
 
     # -- tokens
@@ -723,8 +758,10 @@ def create_app(store: SandboxStore) -> Flask:
                 r.headers.update(retry_after_headers())
                 return r
             if store.take("malformed"):
-                return Response('{"results": {"insert_count": 1, "result": [{"client_uid"',
-                                status=200, content_type="application/json")
+                # Read the request first: werkzeug drains an unread body after answering,
+                # which would wait forever for a client that waits for the cut answer.
+                request.get_data()
+                return malformed_response(faults.get("malformed_kind"), faults.get("malformed_body"))
         if faults["timeout_rate"] and store.rng.random() < faults["timeout_rate"]:
             time.sleep(faults["hang_s"])
             return fail(500, "sandbox: simulated timeout (the request was not processed)")
@@ -743,6 +780,7 @@ def create_app(store: SandboxStore) -> Flask:
                 r = fail(401, "Invalid or expired access token")
                 r.headers["WWW-Authenticate"] = 'Bearer realm="PowerSchool"'
                 return r
+            store.authorised()
         return None
 
     @app.after_request
@@ -971,7 +1009,10 @@ def create_app(store: SandboxStore) -> Flask:
         unknown = sorted(k for k in changes if k not in DEFAULT_FAULTS and k not in ACTIONS)
         if unknown:
             return fail(400, f"Unknown faults: {', '.join(unknown)}", known=sorted(DEFAULT_FAULTS))
-        return jsonify(store.set_faults(**changes))
+        try:
+            return jsonify(store.set_faults(**changes))
+        except ValueError as exc:
+            return fail(400, str(exc), kinds=sorted(MALFORMED_KINDS))
 
     @app.get("/sandbox/dump")
     def dump():
@@ -988,6 +1029,39 @@ def create_app(store: SandboxStore) -> Flask:
         return jsonify({"ok": True})
 
     return app
+
+
+def malformed_response(kind: str | None, body: str | None = None) -> Response:
+    """The broken answer of the ``malformed`` fault (see MALFORMED_KINDS)."""
+    if body is not None:
+        return Response(str(body), status=200, content_type="application/json")
+    if kind == "disconnect":
+        text = '{"results": {"insert_count": 1, "result": [{"client_uid"'
+        r = Response(text, status=200, content_type="application/json")
+        r.headers["Content-Length"] = str(len(text) + 512)
+        r.headers["Connection"] = "close"
+        return r
+    if kind == "html":
+        return Response("<!DOCTYPE html><html><head><title>502 Bad Gateway</title></head><body>"
+                        "<h1>Bad Gateway</h1><p>The proxy server received an invalid response "
+                        "from an upstream server.</p></body></html>",
+                        status=200, content_type="text/html; charset=utf-8")
+    if kind == "not_json":
+        return Response("Internal error: NullPointerException at line 1",
+                        status=200, content_type="application/json")
+    if kind == "empty":
+        return Response("", status=200, content_type="application/json")
+    if kind == "array":
+        return Response("[]", status=200, content_type="application/json")
+    if kind == "wrong_shape":
+        return Response(json.dumps({k: ["unexpected"] for k in ANSWER_KEYS}), status=200,
+                        content_type="application/json")
+    if kind == "missing_keys":
+        return Response(json.dumps({k: {} for k in ANSWER_KEYS}), status=200,
+                        content_type="application/json")
+    # "truncated" (the default)
+    return Response('{"results": {"insert_count": 1, "result": [{"client_uid"',
+                    status=200, content_type="application/json")
 
 
 def _save_one(store: SandboxStore, student: Any, base: str) -> dict:
@@ -1109,6 +1183,8 @@ def make_sandbox_server(*, host: str = "127.0.0.1", port: int = 0, db: str = ":m
     unknown = sorted(k for k in faults if k not in DEFAULT_FAULTS)
     if unknown:
         raise TypeError(f"unknown sandbox faults: {', '.join(unknown)}")
+    if faults.get("malformed_kind", "truncated") not in MALFORMED_KINDS:
+        raise ValueError(f"malformed_kind must be one of {', '.join(MALFORMED_KINDS)}")
     store = SandboxStore(db, client_id=client_id, client_secret=client_secret,
                          faults=faults, seed=seed)
     app = create_app(store)

@@ -458,3 +458,18 @@ def test_hooks_register_the_adapter_the_command_and_the_demo_connection():
     keys = {f.key for f in PowerSchoolAdapter.settings_schema()}
     assert set(demo["settings"]) <= keys
     json.dumps(demo)
+
+
+def test_new_faults_over_http(sandbox, api):
+    base = sandbox.url
+    r = httpx.post(base + "/sandbox/faults", json={"malformed_kind": "bogus"})
+    assert r.status_code == 400 and "html" in r.json()["kinds"]
+    r = httpx.post(base + "/sandbox/faults", json={"revoke_tokens_every": 2, "malformed": 1,
+                                                   "malformed_kind": "array",
+                                                   "fault_path": "/ws/v1/district"})
+    assert r.status_code == 200 and r.json()["revoke_tokens_every"] == 2
+    assert api.get("/ws/v1/metadata").status_code == 200
+    broken = api.get("/ws/v1/district")
+    assert broken.status_code == 200 and broken.json() == []
+    assert api.get("/ws/v1/metadata").status_code == 200  # the 2nd authorised request
+    assert api.get("/ws/v1/metadata").status_code == 401, "revoked after the 2nd"
