@@ -196,6 +196,20 @@ class Mapping(BaseModel):
         indexes = ((("connection", "kind"), True),)
 
 
+class MappingVersion(BaseModel):
+    """The rows of one saved version of a mapping (``mapping_versions``)."""
+
+    mapping = ForeignKeyField(Mapping, backref="versions", on_delete="CASCADE")
+    version = IntegerField()
+    rows = JSONText(default=list)
+    saved_at = DateTimeField(default=utcnow)
+    saved_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
+    note = CharField(null=True)
+
+    class Meta:
+        indexes = ((("mapping", "version"), True),)
+
+
 # --------------------------------------------------------------------------- sync jobs
 
 JOB_QUEUED = "Queued"
@@ -231,6 +245,8 @@ class SyncItem(BaseModel):
     sent = JSONText(null=True)
     response = JSONText(null=True)
     errors = JSONText(null=True)
+    #: the version of the connection's mapping the record was mapped with
+    mapping_version = IntegerField(null=True)
     started_at = DateTimeField(null=True)
     finished_at = DateTimeField(null=True)
 
@@ -257,4 +273,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
-              Registration, Mapping, SyncJob, SyncItem, AuditLog]
+              Registration, Mapping, MappingVersion, SyncJob, SyncItem, AuditLog]

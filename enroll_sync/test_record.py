@@ -264,6 +264,7 @@ def send_test_record(conn: SyncConnection, reg: Registration, user, *, fingerpri
         item.sent = scrub(result.sent if result.sent is not None else preview.body, secrets)
         item.response = scrub(result.response, secrets)
         item.errors = scrub(errors, secrets) if errors else None
+        item.mapping_version = preview.mapping_version or None
         item.finished_at = done
         item.save()
         changes = {Registration.sync_status: status}

@@ -13,7 +13,7 @@ from enroll_sync.models import Registration, SyncJob
 from .test_permissions import sample_args
 
 BAD_IDS = ["99999999999999999999999", str(MAX_ID + 1), "²", "١٢", "-1", "1_000", "0x10", "1e3", " "]
-ID_ARGS = {"school_id", "form_id", "registration_id", "connection_id", "user_id", "job_id"}
+ID_ARGS = {"school_id", "form_id", "registration_id", "connection_id", "user_id", "job_id", "version"}
 
 
 @pytest.mark.parametrize("raw, expected", [

@@ -68,7 +68,7 @@ def test_every_route_given_another_districts_id_answers_not_found(app, live, log
     registration, connection, user or job, answers 404, for GET and POST alike."""
     foreign = {"school_id": other_org["school"], "form_id": other_org["form_id"],
                "registration_id": other_org["registration"], "connection_id": other_org["conn"],
-               "user_id": other_org["user"], "job_id": other_org["job"]}
+               "user_id": other_org["user"], "job_id": other_org["job"], "version": 1}
     admin = login("District Admin")
     admin.page("/")
     checked, failures = 0, []

@@ -277,14 +277,16 @@ def ps(app, sandbox):
                             school=org.schools.where(School.school_number == "101").get()).where(
             Registration.id == a.id).execute()
         Registration.update(status="In Review").where(Registration.id == b.id).execute()
-        Mapping.create(connection=conn, kind="export_student", registration_examples=[str(a.form_id), str(b.form_id)])
+        Mapping.create(connection=conn, kind="export_student", version=0,  # examples only, as Configure saves them
+                       registration_examples=[str(a.form_id), str(b.form_id)])
         return {"cid": conn.id, "a_form": a.form_id, "a_id": a.id, "b_form": b.form_id, "b_id": b.id,
                 "b_schoolmint": b.student.schoolmint_id, "org": org.id}
 
 
 def save_rows(app, cid, rows):
+    from enroll_sync.mapping_versions import save_rows as save
     with app.app_context(), database.connection_context():
-        Mapping.update(rows=rows, version=Mapping.version + 1).where(Mapping.connection == cid).execute()
+        save(SyncConnection.get_by_id(cid), "export_student", Mapping.get(Mapping.connection == cid), rows, None)
 
 
 # --------------------------------------------------------------------------- Configure tab

@@ -10,6 +10,7 @@ import pytest
 
 from enroll_sync import security
 from enroll_sync.db import database
+from enroll_sync.mapping_versions import save_rows
 from enroll_sync.models import Registration, School, SyncConnection, SyncJob, User
 
 ROLES = list(security.ROLES)
@@ -23,6 +24,8 @@ def sample_args(app):
     with app.app_context(), database.connection_context():
         conn = SyncConnection.select().first()
         job = SyncJob.create(organization=conn.organization, kind="bulk")
+        mapping, _ = save_rows(conn, "export_student", None, [
+            {"to": "name.first_name", "type": "direct", "from": "student_legal_first_name"}], None)
         return {
             "school_id": School.select().first().id,
             "form_id": Registration.select().first().form_id,
@@ -33,6 +36,7 @@ def sample_args(app):
             "kind": "export_student",
             "adapter": conn.adapter,
             "filename": "app.css",
+            "version": mapping.version,
         }
 
 

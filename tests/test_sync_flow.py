@@ -116,6 +116,7 @@ def test_sync_your_students_end_to_end(app, live, login, sandbox, consumer):
     detail = registrar.page(f"/registrations/{one.form_id}")
     assert 'data-testid="sync-status">Succeeded<' in detail.text
     assert f"Bulk #{job_id}" in detail.text and "Rita Registrar" in detail.text
+    assert 'data-testid="mapping-version">mapping version 1<' in detail.text  # what it was sent with
     assert "Payload sent and SIS answer" in detail.text and "SUCCESS" in detail.text
     assert "sandbox-secret-change-me" not in detail.text
 

@@ -18,6 +18,7 @@ import pytest
 from enroll_sync import ExportResult, FieldError, FieldSection, Outcome, SettingField, SISAdapter, TargetField
 from enroll_sync.connections import create_connection, open_adapter
 from enroll_sync.db import database
+from enroll_sync.mapping_versions import save_rows
 from enroll_sync.models import (Mapping, Organization, Registration, School, SyncConnection, SyncItem, SyncJob,
                                 utcnow)
 from enroll_sync.sync import jobs
@@ -65,6 +66,9 @@ def test_a_job_syncs_approved_registrations_and_the_next_sync_updates(app, sandb
         items = _items(job.id)
         dump = {str(s["local_id"]): s for s in sandbox.dump()}
         assert len(dump) == len(regs)
+        # every record says which version of the mapping it was sent with
+        version = Mapping.get(Mapping.connection == SyncConnection.get(SyncConnection.adapter == "powerschool")).version
+        assert version >= 1 and {i.mapping_version for i in items.values()} == {version}
         for reg in regs:
             reg = Registration.get_by_id(reg.id)
             item = items[reg.id]
@@ -345,10 +349,10 @@ def fake_app(tmp_path):
         org = Organization.get()
         conn = create_connection(org, "fake", "Fake SIS", "sandbox", {"api_key": API_KEY}, app=app)
         School.update(sync_connection=conn).execute()
-        Mapping.create(connection=conn, kind="export_student", rows=[
+        save_rows(conn, "export_student", None, [
             {"to": "first_name", "type": "direct", "from": "student_legal_first_name"},
             {"to": "last_name", "type": "direct", "from": "student_legal_last_name"},
-            {"to": "phone", "type": "direct", "from": "home_phone"}])
+            {"to": "phone", "type": "direct", "from": "home_phone"}], None)
     yield app
     if not database.is_closed():
         database.close()

@@ -11,6 +11,7 @@ import pytest
 
 from enroll_sync.connections import drop_adapter, target_sections
 from enroll_sync.db import database
+from enroll_sync.mapping_versions import save_rows
 from enroll_sync.models import (Mapping, Registration, School, SyncConnection, SyncItem, SyncJob, utcnow)
 
 #: fast retries so fault tests stay quick (advanced adapter settings, not in the form)
@@ -67,7 +68,7 @@ def connect_to_sandbox(app, sandbox, *, rows=MAPPING_ROWS, schools="all_but_pres
             School.update(sync_connection=conn).where(School.school_number != "901").execute()
         Mapping.delete().where(Mapping.connection == conn).execute()
         if rows is not None:
-            Mapping.create(connection=conn, kind="export_student", rows=rows)
+            save_rows(conn, "export_student", None, rows, None)
         return conn.id
 
 

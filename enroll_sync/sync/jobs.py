@@ -492,6 +492,7 @@ class _Outcome:
     response: str | None = None   # JSON text, scrubbed
     errors: list | None = None
     student_id: int | None = None
+    mapping_version: int | None = None  # the mapping version it was mapped with (None: not mapped)
 
 
 @dataclass
@@ -646,6 +647,7 @@ class JobRunner:
         to_send: list[tuple[int, Any, ExportRecord, list]] = []
         conn = self.connection(conn_id) if conn_id else None
         check = None
+        mapped: set[int] = set()
         for item_id, reg_id in mine:
             reg = regs.get(reg_id)
             if reg is None:
@@ -673,6 +675,7 @@ class JobRunner:
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, check.problem))
                 continue
             sis_id = student_sis_id(reg)  # known: the sync is an update
+            mapped.add(item_id)
             try:
                 result = check.compiled(source_values(reg, reg.school, reg.student),
                                         self.ctx_update if sis_id else self.ctx_insert)
@@ -691,6 +694,10 @@ class JobRunner:
             to_send.append((item_id, reg, ExportRecord(str(reg.id), result.payload, sis_id), warnings))
         if to_send:
             outcomes.extend(self.export(conn, to_send))
+        if mapped and check is not None and check.version:
+            for o in outcomes:
+                if o.item_id in mapped:
+                    o.mapping_version = check.version[1]
         self.record(conn, outcomes, reroute)
         self.stats.batches += 1
 
@@ -744,7 +751,7 @@ class JobRunner:
         item_rows, reg_rows, student_rows, skipped = [], [], [], []
         for o in outcomes:
             item_rows.append((o.status, o.reason, o.action, o.sis_id, o.sent, o.response,
-                              _dumps(o.errors), now, o.item_id, SYNC_IN_PROGRESS))
+                              _dumps(o.errors), o.mapping_version, now, o.item_id, SYNC_IN_PROGRESS))
             if o.status == SKIPPED:
                 skipped.append(o)
                 continue
@@ -762,7 +769,7 @@ class JobRunner:
             with write_tx():
                 _executemany(
                     f'UPDATE {I} SET "status"=?, "reason"=?, "action"=?, "sis_id"=?, "sent"=?, "response"=?, '
-                    f'"errors"=?, "finished_at"=? WHERE "id"=? AND "status"=?', item_rows)
+                    f'"errors"=?, "mapping_version"=?, "finished_at"=? WHERE "id"=? AND "status"=?', item_rows)
                 _executemany(
                     f'UPDATE {R} SET "sync_status"=?, "last_synced_at"=COALESCE(?, "last_synced_at"), '
                     f'"sis_id"=COALESCE(?, "sis_id"), "sync_lock"=NULL, "sync_lock_at"=NULL '

@@ -11,7 +11,8 @@ from ..ids import parse_id
 from ..models import AuditLog
 
 #: modules under enroll_sync.web that define ``bp``
-BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "sync_service", "sync_logs")
+BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "sync_service",
+              "mapping_history", "sync_logs")
 
 
 def register_blueprints(app):

@@ -23,6 +23,7 @@ from ..adapters import FieldSection, TargetField
 from ..catalog import SYSTEM_FIELDS, SYSTEM_SECTION
 from ..db import database, is_sqlite
 from ..ids import parse_id
+from ..mapping_versions import clean_row_parts
 from ..mapping.automap import auto_map
 from ..mapping.codes import UNMATCHED_POLICIES, CodeAnswer, match_code_answers
 from ..mapping.context import MappingContext
@@ -280,23 +281,6 @@ def _param_value(form, prefix: str, p: Param) -> Any:
     return form.get(n)
 
 
-def _stash_state(data: dict) -> dict:
-    """What a row's stash may carry, of the types the editor writes. The stash comes back
-    from the browser, so a tampered or stale one is dropped piece by piece, never trusted."""
-    out: dict[str, Any] = {}
-    codes = data.get("codes")
-    if isinstance(codes, dict):
-        out["codes"] = {str(a): str(c) for a, c in codes.items() if isinstance(c, (str, int, float))}
-    if isinstance(data.get("unmatched"), str) and data["unmatched"] in dict(UNMATCHED_POLICIES):
-        out["unmatched"] = data["unmatched"]
-    if isinstance(data.get("fallback"), str):
-        out["fallback"] = data["fallback"]
-    steps = data.get("steps")
-    if isinstance(steps, list):
-        out["steps"] = [s for s in steps if isinstance(s, dict) and isinstance(s.get("kind"), str)]
-    return out
-
-
 def parse_row(form, key: str, step_map: dict) -> dict:
     """One row's state from the posted form (see the module docstring)."""
     state: dict[str, Any] = {"to": key}
@@ -307,7 +291,7 @@ def parse_row(form, key: str, step_map: dict) -> dict:
         except ValueError:
             data = {}
         if isinstance(data, dict):
-            state.update(_stash_state(data))
+            state.update(clean_row_parts(data))
     state["type"] = form.get(name(key, "type")) or "do_not_map"
     frm = (form.get(name(key, "from")) or "").strip()
     if frm:
@@ -372,7 +356,10 @@ def resolve_fields(state: dict, catalog: Catalog, step_map: dict) -> dict:
 
 
 def state_from_saved(row: dict) -> dict:
-    state = {k: v for k, v in dict(row).items()}
+    """A saved row as the editor's state (rows written by older versions or imported
+    documents are cleaned the same way as a posted stash)."""
+    state = {k: v for k, v in dict(row).items() if k not in ("codes", "unmatched", "fallback", "steps")}
+    state.update(clean_row_parts(row))
     state.setdefault("type", "do_not_map")
     return state
 

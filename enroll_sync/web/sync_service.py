@@ -11,7 +11,6 @@ Record.
 from __future__ import annotations
 
 import datetime as dt
-import json
 import logging
 import time
 import traceback
@@ -28,6 +27,7 @@ from ..connections import (ENVIRONMENTS, SettingsError, adapter_classes, create_
                            secret_values, target_sections, update_connection)
 from ..db import database
 from ..ids import parse_id
+from ..mapping_versions import canonical, save_rows
 from ..mapping.codes import UNMATCHED_POLICIES
 from ..mapping.engine import MAPPING_TYPES, compile_mapping
 from ..models import Mapping, Registration, School, SyncConnection, utcnow
@@ -309,8 +309,8 @@ def configure(connection_id, kind):
             regs, students, status = reg_in, stu_in, 422
         else:
             with database.atomic():
-                if mapping is None:
-                    mapping = Mapping.create(connection=conn, kind=kind)
+                if mapping is None:  # examples first: version 1 is the first save of rows
+                    mapping = Mapping.create(connection=conn, kind=kind, version=0)
                 mapping.registration_examples, mapping.student_examples = clean_regs, clean_students
                 mapping.updated_at, mapping.updated_by = utcnow(), current_user.id
                 mapping.save()
@@ -350,13 +350,9 @@ def _rows_to_save(states: dict[str, dict], mapping, sections, step_map) -> list[
     return rows
 
 
-def _canonical(rows) -> str:
-    return json.dumps(rows or [], sort_keys=True, ensure_ascii=False, default=str)
-
-
 def _dirty(states, mapping, sections, step_map) -> bool:
     saved = [r for r in (mapping.rows or [])] if mapping else []
-    return _canonical(_rows_to_save(states, mapping, sections, step_map)) != _canonical(saved)
+    return canonical(_rows_to_save(states, mapping, sections, step_map)) != canonical(saved or [])
 
 
 def _editor_context(conn, mapping, example_value):
@@ -442,16 +438,10 @@ def field_mapping(connection_id, kind):
 def _save_rows(conn, kind, mapping, states, sections, step_map):
     rows = _rows_to_save(states, mapping, sections, step_map)
     with database.atomic():
-        if mapping is None:
-            mapping = Mapping.create(connection=conn, kind=kind, rows=rows, version=1, updated_by=current_user.id)
-        elif _canonical(rows) != _canonical(mapping.rows):
-            Mapping.update(rows=rows, version=Mapping.version + 1, updated_at=utcnow(),
-                           updated_by=current_user.id).where(Mapping.id == mapping.id).execute()
-            mapping = Mapping.get_by_id(mapping.id)
-        else:
-            return mapping
-        audit("mapping.save", "Mapping", mapping.id, connection=conn.id, kind=kind, version=mapping.version,
-              mapped=[r["to"] for r in rows])
+        mapping, changed = save_rows(conn, kind, mapping, rows, current_user.id)
+        if changed:
+            audit("mapping.save", "Mapping", mapping.id, connection=conn.id, kind=kind, version=mapping.version,
+                  mapped=[r["to"] for r in rows])
     return mapping
 
 
