@@ -34,6 +34,8 @@ SETTINGS = {
     "JOB_STALE_SECONDS": (None, "After this long without a heartbeat a task's records are taken back (default 60)."),
     "JOB_RECOVERY_SECONDS": (None, "How often workers look for dead tasks (default 15)."),
     "JOB_POLL_SECONDS": (None, "Wait between tries while another job holds a registration (default 0.5)."),
+    "DRY_RUN_MAX": (None, "The most registrations one Dry run checks (default 20000, about 2 s)."),
+    "DRY_RUN_SECONDS": (None, "Time budget of one Dry run in seconds (default 20)."),
 }
 
 

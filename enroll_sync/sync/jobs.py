@@ -545,6 +545,23 @@ class _Heartbeat(threading.Thread):
             self.join(timeout=10)
 
 
+def map_registration(check: ConnectionCheck, reg, ctx_insert, ctx_update):
+    """Map one registration as a sync does: an update when the SIS id is known, else an
+    insert (required fields then count). Returns (sis_id or None, MappingResult); the
+    job and its dry run both call this, so they decide alike."""
+    sis_id = student_sis_id(reg)
+    return sis_id, check.compiled(source_values(reg, reg.school, reg.student), ctx_update if sis_id else ctx_insert)
+
+
+def mapping_failure_reason(result) -> str:
+    return "Not sent: " + "; ".join(p.message for p in result.errors)
+
+
+def mapping_crash_reason(exc: BaseException) -> str:
+    return (f"Not sent: the mapping could not be applied ({type(exc).__name__}); details are in the "
+            f"server log.")
+
+
 class JobRunner:
     """Runs one task of a job: claim, map, export, record, until nothing is left."""
 
@@ -674,21 +691,16 @@ class JobRunner:
             if check.problem:
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, check.problem))
                 continue
-            sis_id = student_sis_id(reg)  # known: the sync is an update
             mapped.add(item_id)
             try:
-                result = check.compiled(source_values(reg, reg.school, reg.student),
-                                        self.ctx_update if sis_id else self.ctx_insert)
+                sis_id, result = map_registration(check, reg, self.ctx_insert, self.ctx_update)
             except Exception as exc:  # a bug must fail this record, not stall the job on it forever
                 log.exception("mapping registration %s failed", reg_id)
-                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED,
-                                         f"Not sent: the mapping could not be applied ({type(exc).__name__}); "
-                                         f"details are in the worker log."))
+                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, mapping_crash_reason(exc)))
                 continue
             if not result.ok:
                 errors = [p.to_dict() for p in result.problems]
-                reason = "; ".join(p.message for p in result.errors)
-                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, "Not sent: " + reason, errors=errors))
+                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, mapping_failure_reason(result), errors=errors))
                 continue
             warnings = [p.to_dict() for p in result.problems]  # warnings only: the record is sent
             to_send.append((item_id, reg, ExportRecord(str(reg.id), result.payload, sis_id), warnings))

@@ -141,6 +141,23 @@ def sync_confirm():
     return _confirm(sel)
 
 
+@bp.route("/sync/dry-run", methods=["POST"])
+@security.require_permission(*SYNC)
+def sync_dry_run():
+    """Dry run (in the Sync to SIS confirmation): map the selection as the job would and
+    count would create / would update / would fail; nothing is written or sent."""
+    from ..sync.dry_run import dry_run
+    sel = _selection_from_form()
+    result, error, status = None, None, 200
+    if sel.empty:
+        error, status = ("Select at least one registration, or select all registrations matching this "
+                         "filter."), 422
+    else:
+        result = dry_run(current_app, org_id(), sel)
+    return render("registrations/confirm.html", "sync-dry-run", plan=result.plan if result else None,
+                  selection=sel, dry_run=result, dry_run_error=error, back_url=_back_url(sel)), status
+
+
 @bp.route("/sync", methods=["POST"])
 @security.require_permission(*SYNC)
 def sync_start():
