@@ -8,9 +8,12 @@ credential (``transport.redact``).
 """
 from __future__ import annotations
 
+import functools
 import json
 import re
 from typing import Any, Iterable
+
+import orjson
 
 from ..transport import REDACTED, redact
 
@@ -58,7 +61,25 @@ _SENSITIVE_WORDS = ("secret", "password", "passwd", "token", "authorization", "a
 
 
 def _dumps(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+    """Compact JSON text. orjson is several times faster than json here (a sync stores
+    two documents per record); json takes over for what orjson refuses (an integer
+    beyond 64 bits, a key that is not a string)."""
+    try:
+        return orjson.dumps(value, default=str).decode()
+    except (TypeError, orjson.JSONEncodeError):
+        return json.dumps(value, separators=(",", ":"), default=str, ensure_ascii=False)
+
+
+@functools.lru_cache(maxsize=256)
+def _needles(secrets: tuple[str, ...]) -> tuple[str, ...]:
+    """Each secret as it may appear in JSON text: as is, and JSON-escaped."""
+    out = []
+    for s in secrets:
+        out.append(s)
+        escaped = json.dumps(s, ensure_ascii=False)[1:-1]
+        if escaped != s:
+            out.append(escaped)
+    return tuple(out)
 
 
 def dumps_scrubbed(value: Any, secrets: Iterable[str] = ()) -> str | None:
@@ -70,8 +91,7 @@ def dumps_scrubbed(value: Any, secrets: Iterable[str] = ()) -> str | None:
     if value is None:
         return None
     text = _dumps(value)
-    secrets = [str(s) for s in secrets if s and len(str(s)) >= 3]
+    secrets = tuple(str(s) for s in secrets if s and len(str(s)) >= 3)
     lowered = text.lower()
-    suspicious = (any(w in lowered for w in _SENSITIVE_WORDS)
-                  or any(s in text or json.dumps(s, ensure_ascii=False)[1:-1] in text for s in secrets))
-    return _dumps(_scrub(value, secrets)) if suspicious else text
+    suspicious = any(w in lowered for w in _SENSITIVE_WORDS) or any(n in text for n in _needles(secrets))
+    return _dumps(_scrub(value, list(secrets))) if suspicious else text
