@@ -43,3 +43,14 @@ def test_history_hides_secret_looking_fields_but_a_preview_shows_what_is_sent():
     preview = scrub(body, [SECRET], keys=False)
     assert preview["web_password"] == "Tiger-42"  # the admin checks the record as the SIS will get it
     assert preview["note"] == "uses [redacted]" and preview["headers"] == ["Bearer [redacted]"]
+
+
+def test_stored_history_json_handles_what_orjson_refuses():
+    """Big integers and non-string keys (an adapter's answer can hold either) are still
+    stored, through json, rather than failing the record's bookkeeping."""
+    import json
+
+    from enroll_sync.sync.redact import dumps_scrubbed
+    text = dumps_scrubbed({"id": 2**70, 7: "seven", "note": f"key {SECRET}"}, [SECRET])
+    assert json.loads(text) == {"id": 2**70, "7": "seven", "note": "key [redacted]"}
+    assert json.loads(dumps_scrubbed({"name": "Zoë", "ok": True})) == {"name": "Zoë", "ok": True}
