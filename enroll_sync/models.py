@@ -9,6 +9,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 
+import orjson
 from peewee import (BooleanField, CharField, DateTimeField, ForeignKeyField, IntegerField,
                     Model, TextField)
 
@@ -20,13 +21,19 @@ def utcnow() -> dt.datetime:
 
 
 class JSONText(TextField):
-    """JSON kept as text, so SQLite and PostgreSQL behave the same."""
+    """JSON kept as text, so SQLite and PostgreSQL behave the same. Read with orjson (a
+    sync loads every registration's answers); json takes over for what orjson refuses."""
 
     def db_value(self, value):
         return None if value is None else json.dumps(value, separators=(",", ":"), default=str)
 
     def python_value(self, value):
-        return None if value is None else json.loads(value)
+        if value is None:
+            return None
+        try:
+            return orjson.loads(value)
+        except orjson.JSONDecodeError:  # e.g. an integer beyond 64 bits
+            return json.loads(value)
 
 
 class BaseModel(Model):

@@ -635,18 +635,18 @@ class JobRunner:
                 if not pairs:
                     return []
                 reg_ids = [r for _, r in pairs]
-                # the in-flight markers, row by row in id order (no deadlock between claims)
-                _executemany(f'UPDATE {_t(Registration)} SET "sync_lock"=?, "sync_lock_at"=? WHERE "id"=? AND '
-                             f'("sync_lock" IS NULL OR "sync_lock_at" < ?)',
-                             [(str(i), now, r, cutoff) for i, r in sorted(pairs, key=lambda p: p[1])])
+                # the in-flight markers (and In Progress), row by row in id order (no deadlock
+                # between claims); a row another job holds is left as it is
+                _executemany(f'UPDATE {_t(Registration)} SET "sync_lock"=?, "sync_lock_at"=?, "sync_status"=? '
+                             f'WHERE "id"=? AND ("sync_lock" IS NULL OR "sync_lock_at" < ?)',
+                             [(str(i), now, SYNC_IN_PROGRESS, r, cutoff)
+                              for i, r in sorted(pairs, key=lambda p: p[1])])
                 held = dict(Registration.select(Registration.id, Registration.sync_lock)
                             .where(Registration.id.in_(reg_ids)).tuples())
                 taken = [(i, r) for i, r in pairs if held.get(r) == str(i)]
                 if taken:
                     SyncItem.update(status=SYNC_IN_PROGRESS, started_at=now).where(
                         SyncItem.id.in_([i for i, _ in taken])).execute()
-                    Registration.update(sync_status=SYNC_IN_PROGRESS).where(
-                        Registration.id.in_([r for _, r in taken])).execute()
                 return taken
 
         mine = retrying(take)
