@@ -259,6 +259,15 @@ def test_1_sync_admin_adds_maps_and_sends_a_test_record(new_page, stack):
     assert stored[0]["demographics"]["birth_date"] == ymd(a["birth_date"])
     assert stored[0]["demographics"]["gender"] == "F"
 
+    # History: the save is version 1, current; the test record says it was sent with it
+    dialog.get_by_role("button", name="Close").click()
+    expect(dialog).to_be_hidden()
+    follow(page, page.get_by_role("tab", name="History"))
+    expect(page.get_by_test_id("version-1")).to_contain_text("Current")
+    expect(page.get_by_test_id("version-1")).to_contain_text("added")
+    page.goto(f"/registrations/{example['form_id']}")
+    expect(page.get_by_test_id("mapping-version").first).to_have_text("mapping version 1")
+
 
 def test_2_district_admin_assigns_the_connection_to_schools(new_page, stack):
     first, *others = ASSIGNED.values()
@@ -349,6 +358,19 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
         f"{len(approved)} of {n_approved} selected registrations will sync.")
     expect(confirm.get_by_test_id("skip-reasons")).to_contain_text(
         f"{n_approved - len(approved)} — The school has no sync connection.")
+
+    # Dry run first: the counts appear in the confirmation, and nothing reaches the SIS
+    in_sis = len(stack.sandbox_dump())
+    with htmx_swap(page):
+        confirm.get_by_role("button", name="Dry run").click()
+    counts = confirm.get_by_test_id("dry-run-counts")
+    expect(counts).to_be_visible()
+    expect(confirm.get_by_test_id("dry-run-fail")).to_have_text("0")
+    created = int(confirm.get_by_test_id("dry-run-create").inner_text().replace(",", ""))
+    updated = int(confirm.get_by_test_id("dry-run-update").inner_text().replace(",", ""))
+    assert created + updated == len(approved) and updated == in_sis  # the test record's student is known
+    assert len(stack.sandbox_dump()) == in_sis, "a Dry run sent something to the SIS"
+
     confirm.get_by_role("button", name="Proceed with Sync").click()
     page.wait_for_url(re.compile(r"/registrations/sync-jobs/\d+$"))
 
