@@ -223,6 +223,7 @@ JOB_QUEUED = "Queued"
 JOB_RUNNING = "Running"
 JOB_DONE = "Completed"
 JOB_FAILED = "Failed"
+JOB_CANCELLED = "Cancelled"
 
 
 class SyncJob(BaseModel):

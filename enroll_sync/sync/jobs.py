@@ -48,7 +48,7 @@ from peewee import JOIN, Cast, Value, fn
 from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
 from ..catalog import source_field_keys, source_values, student_sis_id
 from ..db import database, is_sqlite
-from ..models import (JOB_DONE, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
+from ..models import (JOB_CANCELLED, JOB_DONE, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
                       SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, Mapping,
                       Organization, Registration, School, Student, SyncConnection, SyncItem, SyncJob,
                       User, utcnow)
@@ -126,6 +126,11 @@ def _executemany(sql: str, rows: list[tuple]) -> None:
     else:
         from psycopg2.extras import execute_batch
         execute_batch(database.cursor(), sql.replace("?", "%s"), rows, page_size=250)
+
+
+def _execute(sql: str, params: tuple) -> None:
+    """Run one statement (``?`` placeholders) on the open connection."""
+    database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), params)
 
 
 def retrying(fn: Callable[[], Any], attempts: int = 5) -> Any:
@@ -363,6 +368,39 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
     return new
 
 
+# --------------------------------------------------------------------------- cancelling
+
+def cancel_job(job: SyncJob, user_name: str) -> int | None:
+    """Cancel Sync: every record the job has not sent yet is Skipped (its registration
+    gets back the Sync Status it had), and the job is Cancelled. Batches already on
+    their way to the SIS finish with their true outcome. Returns how many records were
+    skipped, or None when the job was no longer running."""
+    reason = f"Not sent: the sync was cancelled by {user_name}."
+    now = utcnow()
+    I, R = _t(SyncItem), _t(Registration)
+    with write_tx():
+        stopped = SyncJob.update(status=JOB_CANCELLED, finished_at=now, heartbeat_at=now).where(
+            (SyncJob.id == job.id) & SyncJob.status.in_(ACTIVE_JOB_STATUSES)).execute()
+        if not stopped:
+            return None
+        skipped = SyncItem.update(status=SKIPPED, reason=reason, finished_at=now).where(
+            (SyncItem.job == job.id) & (SyncItem.status == SYNC_PENDING)).execute()
+        # registrations this job made Pending, that no other job is about to send, get back
+        # the Sync Status of their last finished attempt (or Not Synced)
+        final = ", ".join("?" for _ in (SYNC_SUCCEEDED, SYNC_PARTIAL, SYNC_FAILED))
+        _execute(
+            f'UPDATE {R} SET "sync_status" = COALESCE((SELECT o."status" FROM {I} o WHERE o."registration_id" = '
+            f'{R}."id" AND o."job_id" <> ? AND o."status" IN ({final}) ORDER BY o."id" DESC LIMIT 1), ?) '
+            f'WHERE "id" IN (SELECT "registration_id" FROM {I} WHERE "job_id" = ? AND "status" = ? AND "reason" = ?) '
+            f'AND "sync_lock" IS NULL AND "sync_status" = ? AND NOT EXISTS (SELECT 1 FROM {I} a WHERE '
+            f'a."registration_id" = {R}."id" AND a."job_id" <> ? AND a."status" IN (?, ?))',
+            (job.id, SYNC_SUCCEEDED, SYNC_PARTIAL, SYNC_FAILED, SYNC_NOT_SYNCED, job.id, SKIPPED, reason,
+             SYNC_PENDING, job.id, SYNC_PENDING, SYNC_IN_PROGRESS))
+        SyncJob.update(message=f"Cancelled by {user_name}; {skipped} record(s) not sent.").where(
+            SyncJob.id == job.id).execute()
+    return skipped
+
+
 # --------------------------------------------------------------------------- progress
 
 def counts_for(job_ids: Iterable[int]) -> dict[int, dict[str, int]]:
@@ -416,7 +454,9 @@ class Progress:
 
     @property
     def percent(self) -> int:
-        return 100 if self.finished else (int(100 * self.done / self.total) if self.total else 0)
+        if self.job.status == JOB_DONE or not self.total:
+            return 100 if self.finished else 0
+        return int(100 * self.done / self.total)  # a Cancelled job says how far it got
 
     @property
     def elapsed(self) -> float | None:

@@ -23,7 +23,7 @@ from ..models import (REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Registrat
 from ..sync.jobs import create_job, create_retry_job, plan_sync, registration_history, running_jobs
 from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
 from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
-from .sync_logs import failures_csv, job_page, job_progress_fragment
+from .sync_logs import cancel_response, failures_csv, job_page, job_progress_fragment
 
 log = logging.getLogger("enroll_sync.web")
 
@@ -210,6 +210,13 @@ def job_progress(job_id):
 @security.require_permission(*SYNC)
 def job_failures_csv(job_id):
     return failures_csv(get_scoped_or_404(SyncJob, job_id))
+
+
+@bp.route("/sync-jobs/<job_id>/cancel", methods=["POST"])
+@security.require_permission(*SYNC)
+def job_cancel(job_id):
+    """Cancel sync: what was not sent yet is skipped."""
+    return cancel_response(get_scoped_or_404(SyncJob, job_id), area="registrations")
 
 
 @bp.route("/sync-jobs/<job_id>/retry", methods=["POST"])

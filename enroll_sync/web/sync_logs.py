@@ -12,14 +12,14 @@ from __future__ import annotations
 import csv
 import io
 
-from flask import Blueprint, Response, request, stream_with_context, url_for
+from flask import Blueprint, Response, flash, redirect, request, stream_with_context, url_for
 from flask_login import current_user
 from jinja2_fragments.flask import render_block
 
 from .. import security
 from ..models import Registration, School, Student, SyncItem, SyncJob, User
-from ..sync.jobs import FINAL_STATUSES, ITEM_STATUSES, counts_for, failed_items, job_progress
-from . import get_scoped_or_404, render, scoped
+from ..sync.jobs import FINAL_STATUSES, ITEM_STATUSES, cancel_job, counts_for, failed_items, job_progress
+from . import audit, get_scoped_or_404, render, scoped
 
 bp = Blueprint("sync_logs", __name__, url_prefix="/settings/sync-logs")
 
@@ -59,6 +59,12 @@ def job_progress_view(job_id):
     return job_progress_fragment(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
 
 
+@bp.route("/<job_id>/cancel", methods=["POST"])
+@security.require_permission(security.SYNC_FULL_ACCESS)
+def job_cancel(job_id):
+    return cancel_response(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
+
+
 @bp.route("/<job_id>/failures.csv")
 @security.require_permission(security.SYNC_FULL_ACCESS)
 def job_failures_csv(job_id):
@@ -74,6 +80,7 @@ def _urls(job: SyncJob, area: str) -> dict:
         "progress": url_for(progress_endpoint, job_id=job.id),
         "csv": url_for(f"{area}.job_failures_csv", job_id=job.id),
         "retry": url_for("registrations.job_retry", job_id=job.id),
+        "cancel": url_for(f"{area}.job_cancel", job_id=job.id),
     }
 
 
@@ -96,7 +103,19 @@ def job_page(job: SyncJob, area: str):
     can_retry = all(current_user.can(p) for p in (security.VIEW_REGISTRATIONS, security.EDIT_REGISTRATIONS))
     return render("sync_logs/job.html", "job-items", job=job, progress=progress, items=items, status=status,
                   statuses=ITEM_STATUSES, page=page, pages=max(1, -(-shown // ITEMS_PER_PAGE)), shown=shown,
-                  creator=creator, area=area, urls=_urls(job, area), can_retry=can_retry)
+                  creator=creator, area=area, urls=_urls(job, area), can_retry=can_retry,
+                  can_cancel=True)  # both areas' routes that show this page may cancel (see cancel_response)
+
+
+def cancel_response(job: SyncJob, area: str):
+    """Cancel sync, from the job page of either area (each route checks its own permission)."""
+    skipped = cancel_job(job, current_user.name)
+    if skipped is None:
+        flash(f"Job #{job.id} is no longer running; nothing was cancelled.", "info")
+    else:
+        audit("sync.cancel", "SyncJob", job.id, skipped=skipped)
+        flash(f"Cancelled job #{job.id}: {skipped} record(s) not sent were skipped.", "success")
+    return redirect(url_for(f"{area}.job", job_id=job.id))
 
 
 def job_progress_fragment(job: SyncJob, area: str):
