@@ -15,7 +15,7 @@ from enroll_sync.models import Registration, School, SyncConnection, SyncJob, Us
 
 ROLES = list(security.ROLES)
 PUBLIC = {"static", "auth.login"}
-LOGIN_ONLY = {"auth.logout", "home.index"}
+LOGIN_ONLY = {"auth.logout", "home.index", "home.running_jobs"}  # these decide per role inside
 SKIP = {"auth.logout"}  # would sign the session out; tested in test_auth
 
 

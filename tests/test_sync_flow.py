@@ -194,3 +194,12 @@ def test_the_running_job_shows_in_the_navigation(app, live, login, sandbox):
     job_id = job_url.rsplit("/", 1)[1]
     assert f'href="/settings/sync-logs/{job_id}" data-testid="running-sync-job"' in login("Sync Admin").page("/settings/sync-logs/").text
     assert "running-sync-job" not in login("Viewer").page("/registrations/").text
+    # the item refreshes itself while the job runs, and goes quiet once it is over
+    assert 'id="nav-sync-jobs" hx-get="/running-jobs" hx-trigger="every 5s"' in page.text
+    part = registrar.get("/running-jobs", headers={"HX-Request": "true"})
+    assert part.status_code == 200 and f'href="{job_url}" data-testid="running-sync-job"' in part.text
+    assert "running-sync-job" not in login("Viewer").get("/running-jobs").text
+    with app.app_context(), database.connection_context():
+        SyncJob.update(status="Completed").where(SyncJob.id == int(job_id)).execute()
+    part = registrar.get("/running-jobs", headers={"HX-Request": "true"})
+    assert "running-sync-job" not in part.text and "hx-trigger" not in part.text and " hidden" in part.text

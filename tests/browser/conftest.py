@@ -259,6 +259,12 @@ def _htmx_write_without_csrf_header(request) -> bool:
             and not headers.get("x-csrftoken"))
 
 
+def _aborted_poll(request) -> bool:
+    """A GET that the browser dropped because the page moved on (a progress or navigation
+    poll in flight at a click on a link) is not a problem of the page; an aborted write is."""
+    return request.method == "GET" and "ERR_ABORTED" in (request.failure or "")
+
+
 @pytest.fixture
 def new_page(browser, stack, request):
     """``new_page(role_email)``: a signed-in page in its own browser context. At the end
@@ -276,7 +282,8 @@ def new_page(browser, stack, request):
         page.add_init_script(HTMX_SETTLE_COUNTER)
         page.on("console", lambda m: problems.append(f"console {m.type}: {m.text}") if m.type == "error" else None)
         page.on("pageerror", lambda e: problems.append(f"page error: {e}"))
-        page.on("requestfailed", lambda r: problems.append(f"request failed: {r.method} {r.url} {r.failure}"))
+        page.on("requestfailed", lambda r: None if _aborted_poll(r) else problems.append(
+            f"request failed: {r.method} {r.url} {r.failure}"))
         page.on("response", lambda r: problems.append(f"HTTP {r.status}: {r.request.method} {r.url}")
                 if r.status >= 400 else None)
         page.on("request", lambda r: problems.append(f"HTMX {r.method} {r.url} without an X-CSRFToken header")
