@@ -62,6 +62,9 @@ class Organization(BaseModel):
     slug = CharField(unique=True)
     #: exporting is only available to districts that use the Registration module
     uses_registration_module = BooleanField(default=True)
+    #: hold a sync for approval when it would update more than this many students the
+    #: SIS already has (None: never hold); see docs/bulk_sync.md "Holding a large update"
+    hold_updates_over = IntegerField(null=True)
     created_at = DateTimeField(default=utcnow)
 
 
@@ -224,6 +227,8 @@ JOB_RUNNING = "Running"
 JOB_DONE = "Completed"
 JOB_FAILED = "Failed"
 JOB_CANCELLED = "Cancelled"
+#: created but waiting for a second person's approval (no worker runs it)
+JOB_HELD = "Held"
 
 
 class SyncJob(BaseModel):
@@ -238,6 +243,13 @@ class SyncJob(BaseModel):
     finished_at = DateTimeField(null=True)
     heartbeat_at = DateTimeField(null=True)
     message = TextField(null=True)
+    #: registrations whose student already has an SIS id (the sync would update them),
+    #: counted when the job was created while the district had a limit
+    would_update = IntegerField(null=True)
+    #: the district's limit in force when the job was held (None: not held)
+    hold_limit = IntegerField(null=True)
+    approved_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="approved_jobs")
+    approved_at = DateTimeField(null=True)
 
 
 class SyncItem(BaseModel):

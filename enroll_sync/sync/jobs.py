@@ -6,6 +6,9 @@ The life of a job
 ``create_job`` inserts one SyncItem per registration with a single
 ``INSERT ... SELECT`` (100,000 rows without a Python loop), marks those
 registrations Pending and returns; the web layer then enqueues it (``queue``).
+When the district holds a large update (``Organization.hold_updates_over``) and the
+job would update more students the SIS already has than that, it is created Held
+instead: no worker runs it until a second person approves it (``approve_job``).
 
 ``run_job`` is what a worker runs. Several tasks may run one job at once (in
 threads and in separate ``enroll-sync worker`` processes); each loops:
@@ -48,7 +51,7 @@ from peewee import JOIN, Cast, Value, fn
 from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
 from ..catalog import source_field_keys, source_values, student_sis_id
 from ..db import database, is_sqlite
-from ..models import (JOB_CANCELLED, JOB_DONE, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
+from ..models import (JOB_CANCELLED, JOB_DONE, JOB_HELD, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
                       SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, Mapping,
                       Organization, Registration, School, Student, SyncConnection, SyncItem, SyncJob,
                       User, utcnow)
@@ -63,6 +66,8 @@ SKIPPED = "Skipped"
 FINAL_STATUSES = (SYNC_SUCCEEDED, SYNC_PARTIAL, SYNC_FAILED, SKIPPED)
 ITEM_STATUSES = (SYNC_PENDING, SYNC_IN_PROGRESS) + FINAL_STATUSES
 ACTIVE_JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING)
+#: jobs Cancel sync may stop: the active ones and those held for approval (which no worker runs)
+CANCELLABLE_JOB_STATUSES = ACTIVE_JOB_STATUSES + (JOB_HELD,)
 MAPPING_KIND = "export_student"
 
 _OUTCOME_STATUS = {Outcome.SUCCEEDED: SYNC_SUCCEEDED, Outcome.PARTIAL: SYNC_PARTIAL,
@@ -339,6 +344,7 @@ def create_job(app, org_id: int, user_id: int | None, selection: Selection, *, k
             return None
         SyncJob.update(total=total).where(SyncJob.id == job.id).execute()
         job.total = total
+        _hold_if_too_many_updates(job)
         if total <= PENDING_INLINE_MAX:
             _pending_registrations(job.id)
     return job
@@ -363,9 +369,55 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
             return None
         SyncJob.update(total=total).where(SyncJob.id == new.id).execute()
         new.total = total
+        _hold_if_too_many_updates(new)
         if total <= PENDING_INLINE_MAX:
             _pending_registrations(new.id)
     return new
+
+
+# --------------------------------------------------------------------------- holding a large update
+
+def _has_value(column):
+    return column.is_null(False) & (column != "")
+
+
+def count_would_update(job_id: int) -> int:
+    """How many of the job's registrations the sync would send as an update: those whose
+    student already has an SIS id (``student_sis_id``, the rule ``map_registration``
+    uses), counted in one query."""
+    return (SyncItem.select(fn.COUNT(SyncItem.id))
+            .join(Registration, on=(SyncItem.registration == Registration.id))
+            .join(Student, on=(Registration.student == Student.id))
+            .where((SyncItem.job == job_id) & (_has_value(Student.sis_id) | _has_value(Registration.sis_id)))
+            .scalar()) or 0
+
+
+def _hold_if_too_many_updates(job: SyncJob) -> None:
+    """When the district has a limit, count the job's updates once; over the limit the
+    job is Held (no worker runs it) until a second person approves it. Runs inside the
+    transaction that created the job."""
+    limit = (Organization.select(Organization.hold_updates_over)
+             .where(Organization.id == job.organization_id).scalar())
+    if limit is None:
+        return
+    would_update = count_would_update(job.id)
+    changes = {"would_update": would_update}
+    if would_update > limit:
+        changes.update(status=JOB_HELD, hold_limit=limit)
+    SyncJob.update(**changes).where(SyncJob.id == job.id).execute()
+    for name, value in changes.items():
+        setattr(job, name, value)
+
+
+def approve_job(job: SyncJob, user_id: int) -> bool:
+    """Approve and start a Held job: it becomes Queued (the caller enqueues it). Never by
+    the person who started it. True when this call approved it; False when the job was
+    not Held any more (approved or cancelled meanwhile) or ``user_id`` started it."""
+    now = utcnow()
+    not_creator = SyncJob.created_by.is_null() | (SyncJob.created_by != user_id)
+    # heartbeat_at: recovery re-enqueues it only if no worker takes it within JOB_STALE_SECONDS
+    return bool(SyncJob.update(status=JOB_QUEUED, approved_by=user_id, approved_at=now, heartbeat_at=now).where(
+        (SyncJob.id == job.id) & (SyncJob.status == JOB_HELD) & not_creator).execute())
 
 
 # --------------------------------------------------------------------------- cancelling
@@ -373,14 +425,15 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
 def cancel_job(job: SyncJob, user_name: str) -> int | None:
     """Cancel Sync: every record the job has not sent yet is Skipped (its registration
     gets back the Sync Status it had), and the job is Cancelled. Batches already on
-    their way to the SIS finish with their true outcome. Returns how many records were
-    skipped, or None when the job was no longer running."""
+    their way to the SIS finish with their true outcome. A job Held for approval can be
+    cancelled too (nothing of it was sent). Returns how many records were skipped, or
+    None when the job was no longer running or held."""
     reason = f"Not sent: the sync was cancelled by {user_name}."
     now = utcnow()
     I, R = _t(SyncItem), _t(Registration)
     with write_tx():
         stopped = SyncJob.update(status=JOB_CANCELLED, finished_at=now, heartbeat_at=now).where(
-            (SyncJob.id == job.id) & SyncJob.status.in_(ACTIVE_JOB_STATUSES)).execute()
+            (SyncJob.id == job.id) & SyncJob.status.in_(CANCELLABLE_JOB_STATUSES)).execute()
         if not stopped:
             return None
         skipped = SyncItem.update(status=SKIPPED, reason=reason, finished_at=now).where(
@@ -449,8 +502,13 @@ class Progress:
         return self.n(SKIPPED)
 
     @property
+    def held(self) -> bool:
+        """Waiting for a second person's approval: not running, not finished either."""
+        return self.job.status == JOB_HELD
+
+    @property
     def finished(self) -> bool:
-        return self.job.status not in ACTIVE_JOB_STATUSES
+        return self.job.status not in CANCELLABLE_JOB_STATUSES
 
     @property
     def percent(self) -> int:

@@ -18,12 +18,13 @@ from peewee import fn
 
 from .. import security
 from ..ids import parse_id
-from ..models import (REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Registration, School,
-                      Student, SyncJob)
+from ..models import (JOB_HELD, REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Organization, Registration,
+                      School, Student, SyncJob)
 from ..sync.jobs import create_job, create_retry_job, plan_sync, registration_history, running_jobs
 from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
 from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
-from .sync_logs import cancel_response, failures_csv, job_page, job_progress_fragment
+from .sync_logs import (approve_response, cancel_response, enqueue_or_warn, failures_csv, job_page,
+                        job_progress_fragment)
 
 log = logging.getLogger("enroll_sync.web")
 
@@ -121,13 +122,18 @@ def _back_url(sel: Selection) -> str:
     return url_for("registrations.index", **sel.filter.to_args())
 
 
+def _hold_limit() -> int | None:
+    """Settings > District: hold a sync that would update more than this many students."""
+    return Organization.select(Organization.hold_updates_over).where(Organization.id == org_id()).scalar()
+
+
 def _confirm(sel: Selection, *, error: str | None = None, status: int = 200):
     plan = None if sel.empty else plan_sync(current_app, org_id(), sel)
     if error is None and plan is not None and plan.will_sync == 0:
         error = "None of the selected registrations can be synced; see why below."
         status = 422
     return render("registrations/confirm.html", "sync-confirm", plan=plan, selection=sel, error=error,
-                  back_url=_back_url(sel)), status
+                  back_url=_back_url(sel), hold_limit=_hold_limit()), status
 
 
 @bp.route("/sync/confirm", methods=["POST"])
@@ -155,13 +161,15 @@ def sync_dry_run():
     else:
         result = dry_run(current_app, org_id(), sel)
     return render("registrations/confirm.html", "sync-dry-run", plan=result.plan if result else None,
-                  selection=sel, dry_run=result, dry_run_error=error, back_url=_back_url(sel)), status
+                  selection=sel, dry_run=result, dry_run_error=error, back_url=_back_url(sel),
+                  hold_limit=_hold_limit()), status
 
 
 @bp.route("/sync", methods=["POST"])
 @security.require_permission(*SYNC)
 def sync_start():
-    """Proceed with Sync: create the job and hand it to the workers."""
+    """Proceed with Sync: create the job and hand it to the workers, unless it is Held
+    for approval (it would update more students than Settings > District allows)."""
     sel = _selection_from_form()
     if sel.empty:
         return _confirm(sel, error="Select at least one registration, or select all registrations matching "
@@ -172,8 +180,9 @@ def sync_start():
                         status=422)
     audit("sync.start", "SyncJob", job.id, total=job.total, all_matching=sel.all_matching,
           filter=sel.filter.to_args() if sel.all_matching else None,
-          registrations=None if sel.all_matching else list(sel.ids))
-    _enqueue(job)
+          registrations=None if sel.all_matching else list(sel.ids), **_hold_details(job))
+    if job.status != JOB_HELD:
+        _enqueue(job)
     target = url_for("registrations.job", job_id=job.id)
     if is_htmx():
         resp = current_app.response_class("", 200)
@@ -182,14 +191,17 @@ def sync_start():
     return redirect(target)
 
 
-def _enqueue(job: SyncJob) -> None:
-    from ..sync.queue import enqueue_job
-    try:
-        enqueue_job(current_app, job.id)
-    except Exception:  # the queue is down: the job waits; worker recovery enqueues it later
-        log.exception("could not enqueue sync job %s", job.id)
-        flash("The sync job was saved but the queue could not be reached; it will start when a sync "
-              "worker is back.", "warning")
+def _hold_details(job: SyncJob) -> dict:
+    """For the audit entry: how many it would update, and whether it is held."""
+    if job.would_update is None:
+        return {}
+    details = {"would_update": job.would_update}
+    if job.status == JOB_HELD:
+        details.update(held=True, hold_limit=job.hold_limit)
+    return details
+
+
+_enqueue = enqueue_or_warn
 
 
 # --------------------------------------------------------------------------- the job, for a registrar
@@ -219,6 +231,14 @@ def job_cancel(job_id):
     return cancel_response(get_scoped_or_404(SyncJob, job_id), area="registrations")
 
 
+@bp.route("/sync-jobs/<job_id>/approve", methods=["POST"])
+@security.require_permission(*SYNC, security.SYNC_FULL_ACCESS)
+def job_approve(job_id):
+    """Approve and start a job Held for approval (a second person with Sync Service Full
+    Access; a District Admin has it)."""
+    return approve_response(get_scoped_or_404(SyncJob, job_id), area="registrations")
+
+
 @bp.route("/sync-jobs/<job_id>/retry", methods=["POST"])
 @security.require_permission(*SYNC)
 def job_retry(job_id):
@@ -231,9 +251,13 @@ def job_retry(job_id):
         flash("This job has no failed records to retry.", "info")
         target = url_for(f"{area}.job", job_id=old.id)
     else:
-        audit("sync.retry_failed", "SyncJob", new.id, retry_of=old.id, total=new.total)
-        _enqueue(new)
-        flash(f"Retrying {new.total} failed record(s) of job #{old.id}.", "success")
+        audit("sync.retry_failed", "SyncJob", new.id, retry_of=old.id, total=new.total, **_hold_details(new))
+        if new.status == JOB_HELD:
+            flash(f"Job #{new.id} (Retry failed of job #{old.id}) is held for approval: it would update "
+                  f"{new.would_update} students the SIS already has.", "warning")
+        else:
+            _enqueue(new)
+            flash(f"Retrying {new.total} failed record(s) of job #{old.id}.", "success")
         target = url_for(f"{area}.job", job_id=new.id)
     if is_htmx():
         resp = current_app.response_class("", 200)
