@@ -338,15 +338,22 @@ def create_job(app, org_id: int, user_id: int | None, selection: Selection, *, k
             q = q.where((Registration.status == APPROVED) & School.sync_connection.in_(ok_ids))
         SyncItem.insert_from(q.order_by(Registration.id),
                              [SyncItem.job, SyncItem.registration, SyncItem.connection, SyncItem.status]).execute()
-        total = SyncItem.select().where(SyncItem.job == job.id).count()
-        if not total:
-            job.delete_instance()
-            return None
-        SyncJob.update(total=total).where(SyncJob.id == job.id).execute()
-        job.total = total
-        _hold_if_too_many_updates(job)
-        if total <= PENDING_INLINE_MAX:
-            _pending_registrations(job.id)
+        return _settle_new_job(job)
+
+
+def _settle_new_job(job: SyncJob) -> SyncJob | None:
+    """After a new job's items are inserted (same transaction): its total, Held when it
+    updates too many known students, its registrations Pending; None (and no job) when
+    it holds nothing."""
+    total = SyncItem.select().where(SyncItem.job == job.id).count()
+    if not total:
+        job.delete_instance()
+        return None
+    SyncJob.update(total=total).where(SyncJob.id == job.id).execute()
+    job.total = total
+    _hold_if_too_many_updates(job)
+    if total <= PENDING_INLINE_MAX:
+        _pending_registrations(job.id)
     return job
 
 
@@ -363,16 +370,7 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
              .order_by(SyncItem.registration))
         SyncItem.insert_from(q, [SyncItem.job, SyncItem.registration, SyncItem.connection,
                                  SyncItem.status]).execute()
-        total = SyncItem.select().where(SyncItem.job == new.id).count()
-        if not total:
-            new.delete_instance()
-            return None
-        SyncJob.update(total=total).where(SyncJob.id == new.id).execute()
-        new.total = total
-        _hold_if_too_many_updates(new)
-        if total <= PENDING_INLINE_MAX:
-            _pending_registrations(new.id)
-    return new
+        return _settle_new_job(new)
 
 
 # --------------------------------------------------------------------------- holding a large update
