@@ -8,7 +8,7 @@ exactly that ``ExportRecord`` through ``adapter.export``. So what the admin saw 
 what was sent; if the mapping or the registration changed in between, nothing is
 sent and the new preview is shown instead.
 
-The helpers at the top (``compile_for``, ``mapping_context``, ``export_record``,
+The helpers at the top (``compile_for``, ``export_record``,
 ``status_for``) are the pieces a bulk sync job needs too; secrets are cut out
 with ``sync.redact.scrub``, as in a job's history. Needs an app
 context (plugin manager, encryption key) like ``connections``.
@@ -27,10 +27,10 @@ from typing import Any, Iterable
 from flask import current_app
 
 from .adapters import AdapterError, ExportRecord, ExportResult, FieldError, FieldSection, Outcome
-from .catalog import source_field_keys, source_values, student_sis_id
+from .catalog import source_field_keys, student_sis_id
 from .connections import open_adapter, secret_values, target_sections
 from .db import database
-from .mapping.context import MappingContext
+from .export_rule import ExportContexts, map_for_export
 from .mapping.engine import CompiledMapping, MappingResult, compile_mapping
 from .models import (JOB_DONE, JOB_FAILED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL,
                      SYNC_SUCCEEDED, Mapping, Registration, Student, SyncConnection, SyncItem,
@@ -69,11 +69,6 @@ def compile_for(conn: SyncConnection, rows: Iterable[dict], sections: list[Field
         sections = target_sections(conn, app=app)
     return compile_mapping(list(rows or ()), sections, step_classes(app),
                            source_fields=source_field_keys(conn.organization_id))
-
-
-def mapping_context(reg: Registration, today: dt.date | None = None) -> MappingContext:
-    """Insert when the SIS does not know the student yet: required fields are then errors."""
-    return MappingContext(today=today or dt.date.today(), insert=student_sis_id(reg) is None)
 
 
 def export_record(reg: Registration, result: MappingResult) -> ExportRecord:
@@ -155,8 +150,7 @@ def preview_test_record(conn: SyncConnection, reg: Registration, *, mapping: Map
         compiled = compile_for(conn, rows, sections, app)
     except AdapterError as exc:
         raise TestRecordError(_safe_message(conn, exc, app)) from None
-    ctx = mapping_context(reg, today)
-    result = compiled(source_values(reg), ctx)
+    sis_id, result = map_for_export(compiled, reg, ExportContexts.for_day(today))
     record = export_record(reg, result)
     secrets = secret_values(conn, app)
     try:
@@ -178,7 +172,7 @@ def preview_test_record(conn: SyncConnection, reg: Registration, *, mapping: Map
         blockers.append(f"{n} mapping error{'s' if n != 1 else ''} must be fixed before this record can be sent.")
     return TestRecordPreview(registration=reg, record=record, result=result,
                              body=scrub(body, secrets, keys=False),
-                             insert=ctx.insert, mapping_version=mapping.version if mapping else 0,
+                             insert=sis_id is None, mapping_version=mapping.version if mapping else 0,
                              blockers=blockers)
 
 

@@ -3,8 +3,8 @@ nothing written and nothing sent.
 
 For the registrations the plan would sync (``plan_sync``: Approved, and the school's
 connection has a usable mapping) it runs the connection's compiled mapping exactly
-as ``JobRunner.process`` does — the same ``check_connections`` / ``ConnectionCheck``,
-the same ``source_values`` and ``student_sis_id``, the same insert/update context —
+as ``JobRunner.process`` does — the same ``check_connections`` / ``ConnectionCheck``
+and the same ``export_rule.map_for_export`` (insert or update by the known SIS id) —
 and counts:
 
 - **would create**: no SIS id is known for the student (an adapter that matches
@@ -25,15 +25,15 @@ checked of how many (``checked`` / ``eligible``) and never implies the rest were
 """
 from __future__ import annotations
 
-import datetime as dt
 import logging
 import os
 import time
 from dataclasses import dataclass, field
 
+from ..export_rule import ExportContexts, map_for_export
 from ..models import Organization, Registration, School
 from .jobs import (APPROVED, ConnectionCheck, SyncPlan, _load_registrations, check_connections,
-                   map_registration, mapping_crash_reason, mapping_failure_reason, plan_sync)
+                   mapping_crash_reason, mapping_failure_reason, plan_sync)
 from .selection import Selection
 
 log = logging.getLogger("enroll_sync.sync")
@@ -123,8 +123,6 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
             seconds: float | None = None, chunk: int = CHUNK) -> DryRun:
     """Map the registrations of ``selection`` that would sync, count what the job would
     do with them, write nothing. Needs an app context and a database connection."""
-    from ..mapping import MappingContext
-
     started = time.monotonic()
     max_n, budget = dry_run_limits(app)
     limit = max_n if limit is None else max(0, int(limit))
@@ -138,9 +136,7 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
         result.seconds = time.monotonic() - started
         return result
 
-    today = dt.date.today()
-    ctx_insert = MappingContext(today=today, insert=True)
-    ctx_update = MappingContext(today=today, insert=False)
+    contexts = ExportContexts.for_day()
     kinds: dict[tuple, WarningKind] = {}
     base = selection.query(org_id, Registration.id).where(
         (Registration.status == APPROVED) & School.sync_connection.in_(list(ok)))
@@ -163,7 +159,7 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
             if check is None:
                 continue
             result.checked += 1
-            _map_one(result, check, reg, ctx_insert, ctx_update, kinds)
+            _map_one(result, check, reg, contexts, kinds)
 
     if result.failures:
         names = dict(Registration.select(Registration.id, Registration.student_name).where(
@@ -175,10 +171,10 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
     return result
 
 
-def _map_one(result: DryRun, check: ConnectionCheck, reg, ctx_insert, ctx_update, kinds) -> None:
-    """One record, mapped by the job's own ``map_registration``."""
+def _map_one(result: DryRun, check: ConnectionCheck, reg, contexts: ExportContexts, kinds) -> None:
+    """One record, mapped by the job's own rule (``export_rule.map_for_export``)."""
     try:
-        sis_id, mapped = map_registration(check, reg, ctx_insert, ctx_update)
+        sis_id, mapped = map_for_export(check.compiled, reg, contexts)
     except Exception as exc:  # the job fails such a record; so does its dry run
         log.exception("dry run: mapping registration %s failed", reg.id)
         _fail(result, reg, mapping_crash_reason(exc))

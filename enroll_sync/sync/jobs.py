@@ -49,8 +49,9 @@ from typing import Any, Callable, Iterable, Iterator
 from peewee import JOIN, Cast, Value, fn
 
 from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
-from ..catalog import source_field_keys, source_values, student_sis_id
+from ..catalog import source_field_keys
 from ..db import database, is_sqlite
+from ..export_rule import ExportContexts, map_for_export
 from ..models import (JOB_CANCELLED, JOB_DONE, JOB_HELD, JOB_QUEUED, JOB_RUNNING, SYNC_FAILED, SYNC_IN_PROGRESS,
                       SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, Mapping,
                       Organization, Registration, School, Student, SyncConnection, SyncItem, SyncJob,
@@ -381,7 +382,7 @@ def _has_value(column):
 
 def count_would_update(job_id: int) -> int:
     """How many of the job's registrations the sync would send as an update: those whose
-    student already has an SIS id (``student_sis_id``, the rule ``map_registration``
+    student already has an SIS id (``student_sis_id``, the rule ``export_rule.map_for_export``
     uses), counted in one query."""
     return (SyncItem.select(fn.COUNT(SyncItem.id))
             .join(Registration, on=(SyncItem.registration == Registration.id))
@@ -641,14 +642,6 @@ class _Heartbeat(threading.Thread):
             self.join(timeout=10)
 
 
-def map_registration(check: ConnectionCheck, reg, ctx_insert, ctx_update):
-    """Map one registration as a sync does: an update when the SIS id is known, else an
-    insert (required fields then count). Returns (sis_id or None, MappingResult); the
-    job and its dry run both call this, so they decide alike."""
-    sis_id = student_sis_id(reg)
-    return sis_id, check.compiled(source_values(reg, reg.school, reg.student), ctx_update if sis_id else ctx_insert)
-
-
 def mapping_failure_reason(result) -> str:
     return "Not sent: " + "; ".join(p.message for p in result.errors)
 
@@ -662,7 +655,6 @@ class JobRunner:
     """Runs one task of a job: claim, map, export, record, until nothing is left."""
 
     def __init__(self, app, job: SyncJob, cfg: JobSettings | None = None, stop: threading.Event | None = None):
-        from ..mapping import MappingContext
         self.app = app
         self.job = job
         self.job_id = job.id
@@ -670,9 +662,7 @@ class JobRunner:
         self.stop = stop or threading.Event()
         self.org = Organization.get_by_id(job.organization_id)
         self.source_fields = source_field_keys(self.org.id)
-        today = dt.date.today()
-        self.ctx_insert = MappingContext(today=today, insert=True)
-        self.ctx_update = MappingContext(today=today, insert=False)
+        self.contexts = ExportContexts.for_day()
         self._checks: dict[int, ConnectionCheck] = {}
         self._connections: dict[int, SyncConnection] = {}
         self.heartbeat = _Heartbeat(job.id, self.cfg.heartbeat)
@@ -789,7 +779,7 @@ class JobRunner:
                 continue
             mapped.add(item_id)
             try:
-                sis_id, result = map_registration(check, reg, self.ctx_insert, self.ctx_update)
+                sis_id, result = map_for_export(check.compiled, reg, self.contexts)
             except Exception as exc:  # a bug must fail this record, not stall the job on it forever
                 log.exception("mapping registration %s failed", reg_id)
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, mapping_crash_reason(exc)))
