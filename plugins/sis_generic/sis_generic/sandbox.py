@@ -22,7 +22,7 @@ It serves:
   parameters are ignored, as many APIs do), ``POST /api/v1/people/batch`` (an array in, an
   array of per-item results out), ``POST /api/v1/people/bulk`` (an array in, stored, and
   only ``202 {"accepted": n}`` out); plain ``{"message", "errors"}`` error bodies;
-- ``GET /_test/dump``, ``POST /_test/reset``, ``POST /_test/faults`` (JSON list), for tools
+- ``GET /sandbox/dump``, ``POST /sandbox/reset``, ``POST /sandbox/faults`` (JSON list), for tools
   that drive the server from another process.
 
 Data endpoints (``/data/...``, ``/api/...``) accept any of: an OAuth2 token from
@@ -53,7 +53,9 @@ from flask import Flask, Response, request
 from referencing import Registry, Resource
 from werkzeug.serving import make_server
 
-__all__ = ["serve_in_thread", "ServerHandle", "make_app", "openapi_document", "swagger2_document",
+DEFAULT_PORT = 5002  # `enroll-sync sandbox edfi` listens here unless told otherwise
+
+__all__ = ["DEFAULT_PORT", "serve_in_thread", "ServerHandle", "make_app", "openapi_document", "swagger2_document",
            "person_json_schema", "Credentials", "DEFAULT_CREDENTIALS"]
 
 # --------------------------------------------------------------------------- the documents
@@ -357,13 +359,13 @@ def _json_path(path) -> str:
 def _validator(doc: dict, ref: str, spec, cls):
     prepared = json.loads(json.dumps(doc))
     prepared.pop("$id", None)
-    registry = Registry().with_resource("http://testserver.invalid/doc.json", Resource(contents=prepared, specification=spec))
-    return cls({"$ref": f"http://testserver.invalid/doc.json{ref}"}, registry=registry,
+    registry = Registry().with_resource("http://sandbox.invalid/doc.json", Resource(contents=prepared, specification=spec))
+    return cls({"$ref": f"http://sandbox.invalid/doc.json{ref}"}, registry=registry,
                format_checker=jsonschema.FormatChecker())
 
 
 def make_app(state: State) -> Flask:
-    app = Flask("sis_generic.testserver")
+    app = Flask("sis_generic.sandbox")
     student_validator = _validator(openapi_document(), "#/components/schemas/edFi_student",
                                    referencing.jsonschema.DRAFT4, jsonschema.Draft4Validator)
     person_validator = _validator(person_json_schema(), "#", referencing.jsonschema.DRAFT202012,
@@ -375,7 +377,7 @@ def make_app(state: State) -> Flask:
     # ------------------------------------------------------------------ plumbing
     @app.after_request
     def record(response):
-        if not request.path.startswith("/_test/"):
+        if not request.path.startswith("/sandbox/"):
             with state.lock:
                 state.log.append((request.method, request.path, response.status_code))
         return response
@@ -726,19 +728,19 @@ def make_app(state: State) -> Flask:
         return _json({"accepted": accepted}, 202)
 
     # ------------------------------------------------------------------ test control
-    @app.get("/_test/dump")
+    @app.get("/sandbox/dump")
     def dump():
         with state.lock:
             return _json({"students": list(state.students.values()),
                           "people": list(state.people.values()),
                           "requests": [list(x) for x in state.log]})
 
-    @app.post("/_test/reset")
+    @app.post("/sandbox/reset")
     def reset():
         state.reset()
         return _json({"ok": True})
 
-    @app.post("/_test/faults")
+    @app.post("/sandbox/faults")
     def faults():
         body = request.get_json(silent=True)
         if not isinstance(body, list):
@@ -860,6 +862,6 @@ def serve_in_thread(port: int = 0, host: str = "127.0.0.1", *,
                   require_auth=require_auth)
     app = make_app(state)
     server = make_server(host, port, app, threaded=True)
-    thread = threading.Thread(target=server.serve_forever, name="sis-generic-testserver", daemon=True)
+    thread = threading.Thread(target=server.serve_forever, name="sis-generic-sandbox", daemon=True)
     thread.start()
     return ServerHandle(state, server, thread)
