@@ -3,12 +3,15 @@ descriptors, paged reading with change versions, the named faults, SIS-side life
 operations and the command line."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import time
 
 import httpx
 import pytest
 
 from enroll_sync import ExportRecord
+from sis_generic.cli import FAULT_FLAGS, edfi_command
 from sis_generic.sandbox import (
     DEFAULT_CREDENTIALS, DEFAULT_FAULTS, RELATIONS, TELEPHONE_TYPES, openapi_document,
     serve_in_thread, swagger2_document,
@@ -454,6 +457,33 @@ def test_edit_and_drift_change_students_in_the_sis(server, api):
 
     deleted = httpx.delete(f"{server.url}/sandbox/students/S000002").json()["deleted"]
     assert deleted["students"] == 1 and api.get(f"{DATA}/students", params={"studentUniqueId": "S000002"}).json() == []
+
+
+# --------------------------------------------------------------------------- command line
+
+
+def test_every_fault_has_a_flag():
+    flags = {p.name for p in edfi_command.params}
+    assert set(FAULT_FLAGS.values()) == set(DEFAULT_FAULTS) and set(FAULT_FLAGS) <= flags
+
+
+def test_command_line_seeds_and_sets_faults():
+    code = ("from sis_generic.cli import edfi_command; edfi_command(['--port', '0', '--quiet', "
+            "'--seed-students', '30', '--seed-contacts', '--page-error-at', '1', '--no-auth'])")
+    proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE,
+                            stderr=subprocess.DEVNULL, text=True)
+    try:
+        first = proc.stdout.readline()
+        url = first.rsplit(" ", 1)[1].strip()
+        with httpx.Client(base_url=url, timeout=5) as c:
+            assert c.get(f"{DATA}/students").status_code == 500
+            page = c.get(f"{DATA}/students", params={"totalCount": "true"})
+            assert page.status_code == 200 and page.headers["Total-Count"] == "30"
+            assert len(c.get(f"{DATA}/studentContactAssociations", params={"limit": 500}).json()) >= 30
+            assert c.get("/sandbox/faults").json()["page_error_at"] == 0
+    finally:
+        proc.terminate()
+        proc.wait(timeout=5)
 
 
 def test_the_sandbox_routes_are_neither_logged_nor_faulted(server):
