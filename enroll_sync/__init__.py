@@ -12,8 +12,8 @@ the module ``__getattr__`` below.
 from __future__ import annotations
 
 from .adapters import (AdapterError, CheckResult, Code, ExportRecord, ExportResult, FieldError,
-                       FieldSection, Outcome, SettingField, SISAdapter, TargetField, nest,
-                       sections_from_dicts, sections_to_dicts)
+                       FieldSection, Outcome, SettingField, SISAdapter, SISStudent, StudentPage, TargetField,
+                       can_import, flatten, nest, sections_from_dicts, sections_to_dicts)
 from .hookspecs import hookimpl, hookspec
 
 __version__ = "0.1.0"
@@ -40,6 +40,8 @@ __all__ = [
     "AdapterError", "CheckResult", "Code", "ExportRecord", "ExportResult", "FieldError",
     "FieldSection", "Outcome", "SettingField", "SISAdapter", "TargetField", "nest",
     "sections_from_dicts", "sections_to_dicts",
+    # import (SIS -> Enroll)
+    "SISStudent", "StudentPage", "flatten", "can_import",
     # HTTP for adapters, and redaction
     "Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after",
     "redact", "REDACTED",

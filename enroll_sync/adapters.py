@@ -3,7 +3,10 @@
 An adapter is the only code that knows a particular SIS. The core asks it four
 things: which settings a connection needs (``settings_schema``), whether the
 connection works (``check_connection``), which fields the SIS accepts
-(``target_fields``), and to export a batch of mapped records (``export``).
+(``target_fields``), and to export a batch of mapped records (``export``). An
+adapter that can also be read from (an import: SIS -> Enroll) answers two more:
+which fields a student read from the SIS carries (``import_fields``) and the
+students themselves, page by page (``list_students``, ``get_student``).
 Everything crossing this boundary is a plain dataclass defined here, so plugins
 import only these names from ``enroll_sync`` and never reach into ``web/``.
 
@@ -15,12 +18,12 @@ from __future__ import annotations
 import dataclasses
 import enum
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar, Iterator, Mapping, Sequence
 
 __all__ = [
     "AdapterError", "CheckResult", "Code", "ExportRecord", "ExportResult", "FieldError",
-    "FieldSection", "Outcome", "SettingField", "SISAdapter", "TargetField",
-    "nest", "sections_from_dicts", "sections_to_dicts",
+    "FieldSection", "Outcome", "SettingField", "SISAdapter", "SISStudent", "StudentPage", "TargetField",
+    "can_import", "flatten", "nest", "sections_from_dicts", "sections_to_dicts",
 ]
 
 
@@ -204,6 +207,45 @@ class ExportResult:
         return self.outcome in (Outcome.SUCCEEDED, Outcome.PARTIAL)
 
 
+# --------------------------------------------------------------------------- import (SIS -> Enroll)
+
+@dataclass
+class SISStudent:
+    """One student as the SIS holds it, read for an import.
+
+    ``sis_id`` is the id the core links the student to (the same id ``export`` answers
+    with, e.g. PowerSchool's DCID). ``values`` is flat: dotted keys exactly as
+    ``import_fields()`` lists them (``{"name.first_name": "Ana", "addresses.0.city": ...}``;
+    ``flatten()`` makes them from nested JSON). ``school`` is the school number the SIS
+    enrolls the student at, when it says (the core imports only the students of the
+    schools assigned to the connection; None: the SIS does not say, so every one is).
+    """
+
+    sis_id: str
+    values: dict[str, Any]
+    school: str | None = None
+
+
+@dataclass
+class StudentPage:
+    """One page of ``list_students``.
+
+    ``total``: how many students the whole listing holds, when the SIS says (None:
+    unknown). ``cursor``: an opaque string; ``list_students(cursor=...)`` continues with
+    the page after this one (None: this is the last page). The core stores it after it
+    has recorded the page, so an interrupted import resumes where it stopped.
+    ``marker``: the SIS's change marker as of the start of this listing (Ed-Fi's newest
+    change version); after a complete pass the core keeps it and asks for
+    ``list_students(since=marker)`` next time: only what changed since (None: the SIS
+    offers no change tracking, so every import reads everything).
+    """
+
+    students: list[SISStudent]
+    total: int | None = None
+    cursor: str | None = None
+    marker: str | None = None
+
+
 # --------------------------------------------------------------------------- the base class
 
 class SISAdapter:
@@ -257,6 +299,39 @@ class SISAdapter:
         """
         raise NotImplementedError
 
+    # -- import: SIS -> Enroll (optional; see can_import)
+
+    def import_fields(self) -> list[FieldSection]:
+        """The fields a student read from the SIS carries (the From column of the Import
+        Student Mapping), keys as in ``SISStudent.values``. ``[]``: this SIS cannot be
+        imported from."""
+        return []
+
+    def list_students(self, *, since: str | None = None, page_size: int | None = None,
+                      cursor: str | None = None) -> Iterator[StudentPage]:
+        """Every student of the SIS, page by page (a generator: one page in memory).
+
+        ``since``: a ``StudentPage.marker`` of an earlier complete pass; only students
+        changed since then are listed when the SIS can tell (else every student).
+        ``page_size``: at most this many per page (the SIS's own maximum wins).
+        ``cursor``: continue after the page that carried it (``StudentPage.cursor``).
+        A listing of an empty SIS yields one page with no students (``total`` 0).
+
+        Retries are the transport's (a page answering 500 once is read again); a page
+        that keeps failing raises ``AdapterError`` saying which page: never skip it.
+        """
+        raise AdapterError(f"{self.label or self.name} cannot be imported from.")
+
+    def get_student(self, sis_id: str) -> SISStudent | None:
+        """One student by ``sis_id`` (the Student Examples of an Import Student Mapping),
+        or None when the SIS has none. The default walks ``list_students``; override it
+        when the SIS can read one record directly."""
+        for page in self.list_students():
+            for student in page.students:
+                if str(student.sis_id) == str(sis_id):
+                    return student
+        return None
+
     def close(self) -> None:
         """Release clients and sockets."""
 
@@ -305,3 +380,31 @@ def nest(flat: Mapping[str, Any]) -> dict:
                         child = node[part] = {}
                     node = child
     return root
+
+
+def flatten(doc: Any, prefix: str = "") -> dict[str, Any]:
+    """Nested JSON -> dotted keys, the inverse of ``nest``.
+
+    ``{"name": {"first": "A"}, "addresses": [{"city": "X"}]}`` ->
+    ``{"name.first": "A", "addresses.0.city": "X"}``. Empty objects and lists vanish;
+    a list of scalars stays one value (``{"tags": ["a", "b"]}`` -> ``{"tags": ["a", "b"]}``).
+    """
+    out: dict[str, Any] = {}
+
+    def walk(value: Any, key: str) -> None:
+        if isinstance(value, Mapping):
+            for k, v in value.items():
+                walk(v, f"{key}.{k}" if key else str(k))
+        elif isinstance(value, list) and any(isinstance(v, (Mapping, list)) for v in value):
+            for i, v in enumerate(value):
+                walk(v, f"{key}.{i}" if key else str(i))
+        elif key:
+            out[key] = value
+
+    walk(doc, prefix)
+    return out
+
+
+def can_import(adapter_class: type) -> bool:
+    """Whether an adapter class can be imported from (it lists students)."""
+    return getattr(adapter_class, "list_students", None) is not SISAdapter.list_students

@@ -27,7 +27,7 @@ from urllib.parse import unquote, urlsplit
 
 from enroll_sync import (AdapterError, CheckResult, ExportRecord, ExportResult, FieldError,
                          FieldSection, OAuth2ClientCredentials, Outcome, SettingField, SISAdapter,
-                         Transport, TransportError, nest)
+                         SISStudent, StudentPage, TargetField, Transport, TransportError, flatten, nest)
 
 from .schema import (PASTED_URI, ApiDescription, OperationRef, json_path_to_field,
                      load_description, parse_document, parse_lookup, parse_operation)
@@ -60,6 +60,8 @@ STOP_KINDS = frozenset({"unreachable", "tls", "auth"})
 SLOW_KINDS = frozenset({"timeout", "retries"})
 NOT_CONFIRMED = "The SIS never confirmed the record, so it is not marked as synced."
 FIND_EXISTING = "Find existing record"
+#: Ed-Fi's change queries: the newest change version (import reads only what changed since)
+CHANGE_VERSIONS = "/changeQueries/v1/availableChangeVersions"
 #: where a lookup's answer usually keeps its list of matches (the default id location)
 LIST_KEYS = ("data", "items", "results", "records", "value", "content", "entries", "rows")
 
@@ -319,7 +321,7 @@ class GenericRestAdapter(SISAdapter):
                               "failing (5xx, timeouts)."),
             SettingField("retry_backoff", "First retry wait (seconds)", "number", default=1.0,
                          min=0, max=60, help="Doubles on each retry unless the SIS says Retry-After."),
-        ]
+        ] + cls.import_settings_schema()
 
     def _s(self, key: str, default: str = "") -> str:
         value = self.settings.get(key)
@@ -1269,6 +1271,167 @@ class GenericRestAdapter(SISAdapter):
                             response=info, errors=errors)
 
     # ------------------------------------------------------------------ lifecycle
+    # ------------------------------------------------------------------ import (SIS -> Enroll)
+    @classmethod
+    def import_settings_schema(cls) -> list[SettingField]:
+        """The settings an import reads (each has a default that suits Ed-Fi)."""
+        return [
+            SettingField("list_operation", "List operation (import)",
+                         help="The GET that lists students, paged with limit and offset, e.g. "
+                              "GET /data/v3/ed-fi/students. Blank: GET on the create operation's path."),
+            SettingField("list_page_size", "Students per page (import)", "integer", default=100, min=1,
+                         max=1000, help="The limit of each list request (Ed-Fi allows up to 500)."),
+            SettingField("list_id_field", "Student id field (import)", default="id",
+                         help="Where a listed student's id is (a dotted path): the id exports link to."),
+            SettingField("list_school_field", "School field (import)",
+                         help="Optional: where a listed student's school number is (a dotted path). "
+                              "Blank: every student is imported."),
+            SettingField("change_versions_path", "Change versions (import)",
+                         default=CHANGE_VERSIONS,
+                         help="Ed-Fi change queries: the path that answers {\"newestChangeVersion\": n}. "
+                              "When it answers, later imports read only what changed "
+                              "(minChangeVersion/maxChangeVersion). \"off\", or not found: every "
+                              "import reads every student."),
+        ]
+
+    def _list_op(self):
+        text = self._s("list_operation")
+        if text:
+            op = parse_operation(text, "List operation", allow_placeholder=False)
+        else:
+            create = parse_operation(self._s("create_operation"), "Create operation", allow_placeholder=False)
+            if create is None:
+                raise AdapterError("Set the list operation (or the create operation) to import students.")
+            op = OperationRef("GET", create.path)
+        if op.method != "GET":
+            raise AdapterError(f"The list operation must be a GET, not {op}.")
+        return op
+
+    def import_fields(self) -> list[FieldSection]:
+        """The student schema's fields (those an export writes), plus the record's id."""
+        sections = self.target_fields()
+        id_field = self._s("list_id_field", "id")
+        keys = {f.key for sec in sections for f in sec.fields}
+        if id_field in keys:
+            return sections
+        return [FieldSection("record", "SIS record", (TargetField(id_field, "Record id",
+                                                                     help="The id Enroll links to."),)),
+                *sections]
+
+    def _newest_change_version(self, transport: Transport) -> tuple[int | None, int | None]:
+        """(oldest, newest) change versions, or (None, None) when the SIS offers none."""
+        path = self._s("change_versions_path", CHANGE_VERSIONS)
+        if not path or path.lower() in ("none", "off", "-"):
+            return None, None
+        try:
+            resp = transport.request("GET", self._url(path), headers=ACCEPT_JSON)
+        except TransportError as exc:
+            if exc.status is not None and exc.status < 500:
+                return None, None
+            raise AdapterError(self._redact(f"Could not read the change versions: {exc}")) from None
+        if resp.status_code >= 400:
+            return None, None
+        body, is_json, _ = self._parse(resp)
+        if not is_json or not isinstance(body, dict):
+            return None, None
+        newest, oldest = body.get("newestChangeVersion"), body.get("oldestChangeVersion")
+        if isinstance(newest, bool) or not isinstance(newest, int):
+            return None, None
+        return (oldest if isinstance(oldest, int) and not isinstance(oldest, bool) else 0), newest
+
+    def _listed(self, item: Any) -> SISStudent | None:
+        if not isinstance(item, dict):
+            return None
+        sis_id = _scalar_id(_dotted_get(item, self._s("list_id_field", "id")))
+        if sis_id is None:
+            return None
+        body = {k: v for k, v in item.items() if k not in ("_etag", "_lastModifiedDate", "link")}
+        school_field = self._s("list_school_field")
+        school = _dotted_get(item, school_field) if school_field else None
+        return SISStudent(sis_id, flatten(body), None if school in (None, "") else str(school))
+
+    def list_students(self, *, since: str | None = None, page_size: int | None = None,
+                      cursor: str | None = None):
+        """The list operation paged with ``limit``/``offset`` (``totalCount=true``: the
+        ``Total-Count`` header). With Ed-Fi change queries, a pass reads the window up to
+        the newest change version at its start (kept as the marker); given ``since``, only
+        ``minChangeVersion=since+1`` to that newest. The cursor is "offset:min:max:marker"."""
+        try:
+            op = self._list_op()
+            transport = self._get_transport()
+            size = self._num("list_page_size", 100, 1, 1000, integer=True)
+        except AdapterError as exc:
+            raise AdapterError(self._redact(str(exc))) from None
+        if page_size:
+            size = max(1, min(int(page_size), size))
+        if cursor:
+            try:
+                off, lo, hi, marker = (str(cursor).split(":") + ["", "", ""])[:4]
+                offset = int(off)
+                lo_v, hi_v = (int(lo) if lo else None), (int(hi) if hi else None)
+                marker = marker or None
+            except ValueError:
+                raise AdapterError(f"Cannot continue an import from {cursor!r}: start it again.") from None
+        else:
+            offset, lo_v, hi_v, marker = 0, None, None, None
+            oldest, newest = self._newest_change_version(transport)
+            if newest is not None:
+                marker = str(newest)
+                try:
+                    known = int(since) if since not in (None, "") else None
+                except ValueError:
+                    known = None
+                if known is not None and known >= (oldest or 0):
+                    lo_v, hi_v = known + 1, newest
+        while True:
+            params: dict[str, Any] = {"limit": size, "offset": offset, "totalCount": "true"}
+            if lo_v is not None:
+                params.update(minChangeVersion=lo_v, maxChangeVersion=hi_v)
+            where = f"{op} (offset {offset:,}, limit {size})"
+            try:
+                resp = transport.request("GET", self._url(op.path), params=params, headers=ACCEPT_JSON)
+            except TransportError as exc:
+                raise AdapterError(self._redact(f"{where} could not be read: {exc}")) from None
+            body, is_json, text = self._parse(resp)
+            if resp.status_code >= 400:
+                detail = self._error_details(body, is_json, text, resp.status_code)[0]
+                raise AdapterError(self._redact(f"{where} answered HTTP {resp.status_code}"
+                                                f"{': ' + str(detail) if detail else '.'}"))
+            if not is_json:
+                raise AdapterError(self._redact(f"{where} did not answer JSON: {_snippet(text)}"))
+            items = body
+            if isinstance(body, dict):
+                key = next((k for k in LIST_KEYS if isinstance(body.get(k), list)), None)
+                items = body.get(key) if key else None
+            if not isinstance(items, list):
+                raise AdapterError(f"{where} did not answer a list of students.")
+            total_text = resp.headers.get("Total-Count")
+            total = int(total_text) if total_text and total_text.strip().isdigit() else None
+            students = [st for st in (self._listed(i) for i in items) if st is not None]
+            offset += len(items)
+            last = len(items) < size or not items
+            next_cursor = None if last else (f"{offset}:{'' if lo_v is None else lo_v}:"
+                                             f"{'' if hi_v is None else hi_v}:{marker or ''}")
+            yield StudentPage(students, total, next_cursor, marker)
+            if last:
+                return
+
+    def get_student(self, sis_id: str):
+        """One student: GET {list path}/{id} (Ed-Fi reads a resource by its id), or None."""
+        from urllib.parse import quote
+        op = self._list_op()
+        try:
+            resp = self._get_transport().request("GET", self._url(op.path.rstrip("/") + "/" + quote(str(sis_id), safe="")),
+                                                  headers=ACCEPT_JSON)
+        except TransportError as exc:
+            raise AdapterError(self._redact(f"Could not read student {sis_id}: {exc}")) from None
+        if resp.status_code in (400, 404):
+            return None
+        body, is_json, text = self._parse(resp)
+        if resp.status_code >= 400 or not is_json:
+            raise AdapterError(self._redact(f"Reading student {sis_id} answered HTTP {resp.status_code}."))
+        return self._listed(body)
+
     def close(self) -> None:
         with self._lock:
             for t in (self._transport, self._plain):

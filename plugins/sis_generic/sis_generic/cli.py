@@ -47,6 +47,9 @@ FAULT_FLAGS = {name: name for name in DEFAULT_FAULTS}
                    "a freshly issued token may be revoked after its first use (0: never).")
 @click.option("--page-error-at", default=0, show_default=True, type=int,
               help="The N-th list page (GET of a collection) from now answers HTTP 500, once.")
+@click.option("--page-error-times", default=1, show_default=True, type=int,
+              help="With --page-error-at: that many list pages in a row answer 500 (so a "
+                   "client's retries of the page fail too).")
 @click.option("--writes-503", default=0, show_default=True, type=int,
               help="The next N writes (POST/PUT/DELETE under --fault-path) each answer 503 "
                    "with Retry-After once; the retry of the same request goes through.")

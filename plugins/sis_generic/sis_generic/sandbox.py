@@ -700,12 +700,13 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "drip_bytes_per_s": 0,         # send answer bodies under fault_path this slowly (0: at once)
     "revoke_new_tokens_every": 0,  # every N-th request with an issued token revokes that token
     "page_error_at": 0,            # the N-th list page (GET of a collection) answers 500, once
+    "page_error_times": 1,         # ... and the next list pages too, that many in all (retries fail)
     "writes_503": 0,               # the next N writes each answer 503 + Retry-After once
     "retry_after": 1,              # Retry-After of writes_503, seconds (or an HTTP date)
     "gone_students": 0,            # the next N requests for /students/{id} find it deleted: 404
     "fault_path": "/",             # latency, error_rate, drip and writes_503 hit only these paths
 }
-_INT_FAULTS = ("latency_ms", "drip_bytes_per_s", "revoke_new_tokens_every", "page_error_at",
+_INT_FAULTS = ("latency_ms", "drip_bytes_per_s", "revoke_new_tokens_every", "page_error_at", "page_error_times",
                "writes_503", "gone_students")
 FAULT_ACTIONS = ("revoke_tokens",)  # POST /sandbox/faults {"revoke_tokens": true}
 
@@ -777,6 +778,7 @@ class State:
         self.extra_properties: dict[str, dict] = {}
         self.token_uses = 0                      # requests with an issued token
         self.pages_seen = 0                      # list pages since page_error_at was set
+        self.page_errors_left = 0                # more list pages to fail (page_error_times)
         self.refused_writes: set[str] = set()    # fingerprints writes_503 already refused
         self.rng = random.Random(self._seed)
         self.seeded = 0                          # seed_students numbering continues from here
@@ -800,6 +802,7 @@ class State:
                 self.faults[name] = value
                 if name == "page_error_at":
                     self.pages_seen = 0
+                    self.page_errors_left = 0
                 elif name == "revoke_new_tokens_every":
                     self.token_uses = 0
                 elif name == "writes_503":
@@ -1308,12 +1311,16 @@ def make_app(state: State) -> Flask:
                             "Authorization denied. The access token is invalid or missing.")
         if request.method == "GET" and LIST_PATH.match(p):
             with state.lock:
+                if state.page_errors_left > 0:
+                    state.page_errors_left -= 1
+                    return system_error()
                 at = state.fault("page_error_at")
                 if at:
                     state.pages_seen += 1
                     if state.pages_seen == at:
                         state.faults["page_error_at"] = 0
                         state.pages_seen = 0
+                        state.page_errors_left = max(0, int(state.fault("page_error_times") or 1) - 1)
                         return system_error()
         m = ONE_STUDENT.match(p)
         if m and m.group(1) not in ("deletes", "keyChanges"):

@@ -25,6 +25,19 @@ class TestGenericRestContractOpenAPI(AdapterContract):
     def sis_count(self, server):
         return lambda: len(server.dump()["students"])
 
+    # the import contract: the students list (limit/offset, Total-Count, change versions)
+    @pytest.fixture
+    def sis_empty(self, server):
+        return server.empty
+
+    @pytest.fixture
+    def sis_seed(self, server):
+        return lambda n: server.seed_students(n)
+
+    @pytest.fixture
+    def sis_fail_page(self, server):
+        return lambda page, times: server.set_faults(page_error_at=page, page_error_times=times)
+
 
 class TestGenericRestContractSwagger2(TestGenericRestContractOpenAPI):
     @pytest.fixture

@@ -29,8 +29,8 @@ import httpx
 
 from enroll_sync import (
     AdapterError, CheckResult, Code, ExportRecord, ExportResult, FieldError, FieldSection,
-    OAuth2ClientCredentials, Outcome, SettingField, SISAdapter, TargetField, Transport,
-    TransportError, nest,
+    OAuth2ClientCredentials, Outcome, SettingField, SISAdapter, SISStudent, StudentPage, TargetField,
+    Transport, TransportError, flatten, nest,
 )
 
 log = logging.getLogger("sis_powerschool")
@@ -47,6 +47,9 @@ INTEGER_KEYS = {
     "initial_enrollment.district_entry_grade_level", "initial_enrollment.school_entry_grade_level",
     "schedule_setup.next_school", "schedule_setup.sched_next_year_grade",
 }
+#: what an import reads of every student
+IMPORT_EXPANSIONS = ("demographics", "addresses", "phones", "contact", "contact_info", "school_enrollment",
+                     "ethnicity_race", "initial_enrollment", "schedule_setup")
 CHECK_EXPANSIONS = ("demographics", "addresses", "phones", "contact", "contact_info",
                     "school_enrollment", "initial_enrollment", "schedule_setup")
 HIDDEN_COLUMNS = {"id", "studentsdcid", "whencreated", "whenmodified", "whocreated", "whomodified"}
@@ -1003,6 +1006,106 @@ class PowerSchoolAdapter(SISAdapter):
                         bucket.append(s)
             if len(students) < size:
                 break
+
+    # ------------------------------------------------------------------ import (PowerSchool -> Enroll)
+    def import_fields(self) -> list[FieldSection]:
+        """What a student read from PowerSchool carries: its DCID, the core fields and the
+        extension tables the plugin can read (the export's fields), and ethnicity/race."""
+        sections = self.target_fields()
+        identity = FieldSection("powerschool", "PowerSchool record", (
+            _f("id", "Student DCID", "integer", help="The id Enroll links the student to."),))
+        ethnicity = FieldSection("ethnicity_race", "Ethnicity and Race", (
+            _f("ethnicity_race.federal_ethnicity", "Federal Ethnicity (Hispanic or Latino)"),
+            _f("ethnicity_race.scheduling_reporting_ethnicity", "Scheduling/Reporting Ethnicity"),
+            _f("ethnicity_race.races.0.district_race_code", "Race (first)"),
+            _f("ethnicity_race.races.1.district_race_code", "Race (second)"),
+        ))
+        return [identity, *sections, ethnicity]
+
+    def _import_tables(self) -> list[str]:
+        listing = _object_in(self._get(SEARCH_PATH, pagesize=1), "students", f"GET {SEARCH_PATH}")
+        tables = listing.get("@extensions")
+        names = tables if isinstance(tables, list) else str(tables or "").split(",")
+        return [str(t).strip() for t in names if str(t).strip()]
+
+    @staticmethod
+    def _sis_student(raw: Mapping) -> "SISStudent":
+        body = {k: v for k, v in raw.items() if not str(k).startswith("@") and k != "_extension_data"}
+        values = flatten(body)
+        ext = raw.get("_extension_data")
+        if isinstance(ext, Mapping):
+            for table in as_list(ext.get("_table_extension")):
+                if not isinstance(table, Mapping) or not table.get("name"):
+                    continue
+                for fld in as_list(table.get("_field")):
+                    if isinstance(fld, Mapping) and fld.get("name"):
+                        values[f"{EXT_PREFIX}{str(table['name']).lower()}.{str(fld['name']).lower()}"] = fld.get("value")
+        school = (raw.get("school_enrollment") or {}).get("school_number") if isinstance(
+            raw.get("school_enrollment"), Mapping) else None
+        return SISStudent(str(raw["id"]), values, None if school in (None, "") else str(school))
+
+    def list_students(self, *, since: str | None = None, page_size: int | None = None,
+                      cursor: str | None = None):
+        """Every student of the district: ``GET /ws/v1/district/student`` with the
+        expansions and the district's extension tables, ``page`` from 1 and ``pagesize``
+        at the plugin's maximum (``student_max_page_size``); the total from
+        ``/district/student/count``. PowerSchool's ``/ws/v1`` has no "changed since"
+        filter, so ``since`` is not used: every import reads every student (and the
+        core finds the unchanged ones). The cursor is "page:pagesize"."""
+        try:
+            size = self.page_size()
+            if page_size:
+                size = max(1, min(int(page_size), size))
+            page = 1
+            if cursor:
+                first, _, second = str(cursor).partition(":")
+                page, size = max(1, int(first)), max(1, int(second or size))
+            tables = self._import_tables()
+            count = _object_in(self._get(SEARCH_PATH + "/count"), "resource",
+                               f"GET {SEARCH_PATH}/count").get("count")
+            total = None if isinstance(count, bool) else _positive_int(count, zero=True)
+        except TransportError as exc:
+            raise AdapterError(f"Could not start reading the students: {self._explain(exc)}") from None
+        except ValueError:
+            raise AdapterError(f"Cannot continue an import from {cursor!r}: start it again.") from None
+        params: dict[str, Any] = {"pagesize": size, "expansions": ",".join(IMPORT_EXPANSIONS)}
+        if tables:
+            params["extensions"] = ",".join(tables)
+        while True:
+            try:
+                body = self._get(SEARCH_PATH, page=page, **params)
+                raw = _students_of(body, strict=True)
+            except TransportError as exc:
+                raise AdapterError(f"Page {page} of the student list (up to {size} students from "
+                                   f"{(page - 1) * size + 1:,}) could not be read: {self._explain(exc)}") from None
+            students = [self._sis_student(r) for r in raw if r.get("id") is not None]
+            last = len(raw) < size or (total is not None and page * size >= total)
+            yield StudentPage(students, total, None if last else f"{page + 1}:{size}", None)
+            if last:
+                return
+            page += 1
+
+    def get_student(self, sis_id: str):
+        """One student by DCID (``GET /ws/v1/student/{dcid}``), or None."""
+        if not INT_RE.match(str(sis_id).strip()):
+            return None
+        try:
+            tables = self._import_tables()
+            params: dict[str, Any] = {"expansions": ",".join(IMPORT_EXPANSIONS)}
+            if tables:
+                params["extensions"] = ",".join(tables)
+            response = self.transport.request("GET", f"{STUDENT_PATH}/{int(str(sis_id).strip())}", params=params)
+        except TransportError as exc:
+            raise AdapterError(self._explain(exc)) from None
+        if response.status_code == 404:
+            return None
+        if response.status_code >= 400:
+            raise AdapterError(f"PowerSchool answered HTTP {response.status_code} for student {sis_id}.")
+        body = _json_or_none(response)
+        raw = body.get("student") if isinstance(body, Mapping) else None
+        if not isinstance(raw, Mapping) or raw.get("id") is None:
+            raise AdapterError(f"PowerSchool answered student {sis_id} in an unexpected shape.")
+        return self._sis_student(raw)
 
 
 def _match_of(student: Mapping, by: str) -> Match:

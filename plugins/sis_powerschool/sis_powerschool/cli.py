@@ -39,6 +39,7 @@ FAULT_FLAGS = {
     "drip_answers": "drip_answers",
     "busy_records": "busy_records",
     "page_error_at": "page_error_at",
+    "page_error_times": "page_error_times",
     "reject_local_id": "reject_local_ids",
     "reject_last_name": "reject_last_names",
     "drop_results_for": "drop_results_for",
@@ -136,6 +137,9 @@ _KINDS = "; ".join(f"{k}: {v}" for k, v in MALFORMED_KINDS.items())
                    "per-record ERROR 'server is busy ... try again later' (not saved).")
 @click.option("--page-error-at", default=0, show_default=True, type=int,
               help="Page N of a student list answers HTTP 500 once, then works (0: off).")
+@click.option("--page-error-times", default=1, show_default=True, type=int,
+              help="With --page-error-at: the page fails this many times in a row (so a client's "
+                   "retries fail too).")
 # -- per-record answers
 @click.option("--reject-local-id", multiple=True,
               help="Refuse this local_id with a per-record error (repeatable).")

@@ -208,6 +208,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
                               # is off again (0: every answer while drip_bytes_per_s is set)
     "busy_records": 0,        # the next N records of POST /ws/v1/student: "busy, try again"
     "page_error_at": 0,       # page N of a student list answers 500 once (0: off)
+    "page_error_times": 1,    # ... that many times in a row (its retries fail too)
     "reject_local_ids": [],   # per-record error for these local_ids
     "reject_last_names": [],  # per-record error for these last names (case-insensitive)
     "drop_results_for": [],   # process but leave these local_ids out of the answer
@@ -468,11 +469,17 @@ class SandboxStore:
             return rate
 
     def take_page_error(self, page: int) -> bool:
-        """``page_error_at``: True (once) when this is the page that fails."""
+        """``page_error_at``: True (``page_error_times`` times, default once) when this is
+        the page that fails."""
         with self.lock:
             at = int(self.faults.get("page_error_at") or 0)
             if at > 0 and page == at:
-                self.faults["page_error_at"] = 0
+                left = int(self.faults.get("page_error_times") or 1) - 1
+                if left <= 0:
+                    self.faults["page_error_at"] = 0
+                    self.faults["page_error_times"] = 1
+                else:
+                    self.faults["page_error_times"] = left
                 return True
             return False
 

@@ -19,3 +19,17 @@ class TestPowerSchoolContract(AdapterContract):
     @pytest.fixture
     def sis_count(self, sandbox):
         return sandbox.count
+
+    # the import contract: list_students over the sandbox's district student list
+    @pytest.fixture
+    def sis_empty(self, sandbox):
+        return sandbox.empty
+
+    @pytest.fixture
+    def sis_seed(self, sandbox):
+        seeds = iter(range(1, 10**6))
+        return lambda n: sandbox.seed_students(n, seed=next(seeds))
+
+    @pytest.fixture
+    def sis_fail_page(self, sandbox):
+        return lambda page, times: sandbox.set_faults(page_error_at=page, page_error_times=times)
