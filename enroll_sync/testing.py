@@ -31,6 +31,19 @@ Subclass ``AdapterContract`` in a test module of your adapter and provide:
         def make_records(self):
             return lambda n: [ExportRecord(record_id=..., payload={...}) for ...]
 
+An adapter that can be imported from (it overrides ``list_students``) also runs the
+import contract when it provides, beside ``adapter``:
+
+- ``sis_empty``: a callable deleting every student of the test server;
+- ``sis_seed``: a callable ``sis_seed(n)`` storing ``n`` valid students in it;
+- ``sis_fail_page``: a callable ``sis_fail_page(page, times)`` making the ``page``-th
+  page (from 1) of the next student listing answer HTTP 500 ``times`` times in a row.
+
+It checks paging (every student exactly once, pages no bigger than asked, the total,
+resuming from a cursor), an empty SIS, a page that fails once (read again, nothing
+lost) and a page that keeps failing (``AdapterError``, never a silently shorter list),
+``get_student`` and ``import_fields``. Without those fixtures these tests skip.
+
 The checks are also available as plain functions (``settings_schema_problems``,
 ``target_field_problems``) for use outside pytest.
 
@@ -68,13 +81,14 @@ from typing import Any, Callable, Sequence
 import pytest
 
 from .adapters import (
-    SETTING_TYPES, Code, ExportRecord, ExportResult, FieldSection, Outcome, SettingField,
-    SISAdapter, TargetField,
+    SETTING_TYPES, AdapterError, Code, ExportRecord, ExportResult, FieldSection, Outcome, SettingField,
+    SISAdapter, SISStudent, StudentPage, TargetField, can_import,
 )
 
 __all__ = [
     # adapter contract kit
     "AdapterContract", "settings_schema_problems", "target_field_problems", "results_by_record",
+    "run_import", "save_import_mapping", "import_counts", "ImportInfo",
     # the app under test
     "LiveServer", "make_app", "demo_app", "close_database", "db", "Session", "sign_in", "ROLE_EMAIL", "DEMO_PASSWORD",
     "run_worker", "wait_for", "save_mapping", "connection", "schools", "registrations",
@@ -283,6 +297,103 @@ class AdapterContract:
 
     def test_export_of_nothing_returns_nothing(self, adapter: SISAdapter):
         assert adapter.export([]) == []
+
+    # -- import (SIS -> Enroll): only for adapters that list students
+    @pytest.fixture
+    def sis_empty(self) -> Callable[[], Any] | None:
+        """Override: a callable deleting every student of the test server."""
+        return None
+
+    @pytest.fixture
+    def sis_seed(self) -> Callable[[int], Any] | None:
+        """Override: a callable storing ``n`` valid students in the test server."""
+        return None
+
+    @pytest.fixture
+    def sis_fail_page(self) -> Callable[[int, int], Any] | None:
+        """Override: ``(page, times)``: that page of the next listing answers 500 ``times`` times."""
+        return None
+
+    @staticmethod
+    def _importable(adapter, *fixtures):
+        if not can_import(type(adapter)):
+            pytest.skip(f"{type(adapter).__name__} does not list students (no import)")
+        if any(f is None for f in fixtures):
+            pytest.skip("provide the sis_empty, sis_seed and sis_fail_page fixtures to run the import contract")
+
+    @staticmethod
+    def _read(adapter, **kw) -> list[StudentPage]:
+        pages = []
+        for page in adapter.list_students(**kw):
+            assert isinstance(page, StudentPage), f"list_students yielded {type(page).__name__}, not StudentPage"
+            for st in page.students:
+                assert isinstance(st, SISStudent), f"{st!r} is not an SISStudent"
+                assert isinstance(st.sis_id, str) and st.sis_id, f"{st!r}: sis_id must be a non-empty str"
+                assert isinstance(st.values, dict), f"{st.sis_id}: values must be a dict"
+                assert all(isinstance(k, str) and k for k in st.values), f"{st.sis_id}: keys are dotted paths"
+                json.dumps(st.values, default=str)
+            pages.append(page)
+        return pages
+
+    def test_import_fields_are_well_formed(self, adapter: SISAdapter):
+        self._importable(adapter)
+        problems = target_field_problems(adapter.import_fields())
+        assert not problems, "\n".join(problems)
+
+    def test_list_students_pages_every_student_exactly_once(self, adapter, sis_empty, sis_seed, sis_fail_page):
+        self._importable(adapter, sis_empty, sis_seed, sis_fail_page)
+        sis_empty()
+        sis_seed(23)
+        pages = self._read(adapter, page_size=5)
+        ids = [st.sis_id for p in pages for st in p.students]
+        assert len(ids) == 23 and len(set(ids)) == 23, f"{len(ids)} listed, {len(set(ids))} distinct, 23 stored"
+        assert all(len(p.students) <= 5 for p in pages), "a page held more students than page_size"
+        assert len(pages) >= 5, "23 students at 5 per page take at least 5 pages"
+        assert all(p.total in (None, 23) for p in pages), [p.total for p in pages]
+        assert pages[-1].cursor is None, "the last page carries no cursor"
+        assert all(p.cursor for p in pages[:-1]), "every page but the last carries a cursor"
+        # resuming from the second page's cursor lists exactly what came after it
+        rest = self._read(adapter, page_size=5, cursor=pages[1].cursor)
+        assert [st.sis_id for p in rest for st in p.students] == ids[10:]
+
+    def test_list_students_of_an_empty_sis(self, adapter, sis_empty, sis_seed, sis_fail_page):
+        self._importable(adapter, sis_empty, sis_seed, sis_fail_page)
+        sis_empty()
+        pages = self._read(adapter, page_size=5)
+        assert pages, "an empty SIS still yields one (empty) page"
+        assert [st for p in pages for st in p.students] == []
+        assert all(p.total in (None, 0) for p in pages)
+
+    def test_a_page_failing_once_is_read_again(self, adapter, sis_empty, sis_seed, sis_fail_page):
+        self._importable(adapter, sis_empty, sis_seed, sis_fail_page)
+        sis_empty()
+        sis_seed(12)
+        sis_fail_page(2, 1)
+        ids = [st.sis_id for p in self._read(adapter, page_size=5) for st in p.students]
+        assert len(ids) == 12 and len(set(ids)) == 12, "a page that failed once was skipped or read twice"
+
+    def test_a_page_that_keeps_failing_raises(self, adapter, sis_empty, sis_seed, sis_fail_page):
+        self._importable(adapter, sis_empty, sis_seed, sis_fail_page)
+        sis_empty()
+        sis_seed(12)
+        sis_fail_page(2, 50)
+        seen = []
+        with pytest.raises(AdapterError) as caught:
+            for page in adapter.list_students(page_size=5):
+                seen.extend(st.sis_id for st in page.students)
+        assert len(seen) == 5, f"only the first page may come before the failure ({len(seen)} did)"
+        assert str(caught.value), "the error says which page failed"
+        sis_fail_page(0, 1)  # the server back to normal for the next tests
+
+    def test_get_student_reads_one_student(self, adapter, sis_empty, sis_seed, sis_fail_page):
+        self._importable(adapter, sis_empty, sis_seed, sis_fail_page)
+        sis_empty()
+        sis_seed(3)
+        listed = [st for p in self._read(adapter) for st in p.students]
+        one = adapter.get_student(listed[1].sis_id)
+        assert isinstance(one, SISStudent) and one.sis_id == listed[1].sis_id
+        assert one.values == listed[1].values, "get_student reads what list_students lists"
+        assert adapter.get_student("999999999") is None
 
 
 # =============================================================================
@@ -543,6 +654,46 @@ def wait_for_job(app, job_id: int, timeout: float = 60.0) -> JobInfo:
         job = sync_job(app, job_id)
         return job if job.status not in ACTIVE_JOB_STATUSES else None
     return wait_for(finished, timeout, interval=0.1, message=f"sync job {job_id} to finish")
+
+
+# ----------------------------------------------------------------------------- imports (SIS -> Enroll)
+
+@dataclass(frozen=True)
+class ImportInfo:
+    """An import job (or preview) as stored: status, message, outcome counts by status
+    (Created, Updated, Unchanged, Conflict, Skipped, Failed)."""
+    id: int
+    status: str
+    message: str | None
+    counts: dict
+
+
+def save_import_mapping(app, conn: int | str, rows: Sequence[dict]) -> None:
+    """Save ``rows`` as the connection's Import Student Mapping (``"overwrite": True`` on
+    a row checks its Overwrite)."""
+    save_mapping(app, conn, rows, kind="import_student")
+
+
+def import_counts(app, job_id: int) -> ImportInfo:
+    """An import job and its counts, as stored now."""
+    from .models import SyncJob
+    from .sync.imports.jobs import import_counts as counts
+    with db(app):
+        job = SyncJob.get_by_id(job_id)
+        return ImportInfo(job.id, job.status, job.message, counts(job.id))
+
+
+def run_import(app, conn: int | str, *, preview: bool = False, full: bool = False) -> ImportInfo:
+    """Start an import (or a preview) of the connection and run it to its end in this
+    thread, as a worker would; return it."""
+    from .models import SyncConnection
+    from .sync.imports.jobs import start_import
+    from .sync.imports.runner import run_import_job
+    conn_id = connection(app, conn).id
+    with db(app):
+        job = start_import(app, SyncConnection.get_by_id(conn_id), None, preview=preview, full=full)
+        run_import_job(app, job.id)
+    return import_counts(app, job.id)
 
 
 # ----------------------------------------------------------------------------- HTTP sessions
