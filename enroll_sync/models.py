@@ -172,9 +172,13 @@ class Student(BaseModel):
     schoolmint_id = CharField()
     first_name = CharField(default="")
     last_name = CharField(default="")
+    #: "last|first|YYYY-MM-DD", normalised (``sync.imports.matching.match_key``): how an
+    #: import finds a returning student by name and birth date. None: not known yet
+    #: (an import fills it in from the student's latest registration first)
+    match_key = CharField(null=True)
 
     class Meta:
-        indexes = ((("organization", "schoolmint_id"), True),)
+        indexes = ((("organization", "schoolmint_id"), True), (("organization", "match_key"), False))
 
 
 class Registration(BaseModel):
@@ -234,6 +238,48 @@ class SisLink(BaseModel):
         indexes = ((("student", "connection"), True), (("connection", "sis_id"), False))
 
 
+# --------------------------------------------------------------------------- import (SIS -> Enroll)
+
+class StudentProfile(BaseModel):
+    """What the last import read for a student from the SIS behind one connection:
+    ``values`` are answers keyed like the form's fields (``student_legal_first_name``,
+    ``birth_date`` ...), after the Import Student Mapping and its Overwrite rule. They
+    pre-fill the student's next registration (``sync.imports.profiles``).
+    ``connection`` is the link scope (as ``SisLink.connection``)."""
+
+    organization = ForeignKeyField(Organization, backref="student_profiles", on_delete="CASCADE")
+    student = ForeignKeyField(Student, backref="profiles", on_delete="CASCADE")
+    connection = ForeignKeyField(SyncConnection, backref="student_profiles", on_delete="CASCADE")
+    sis_id = CharField()
+    school_number = CharField(null=True)
+    values = JSONText(default=dict)
+    imported_at = DateTimeField(default=utcnow)
+    #: the import job that last changed it
+    job_id = IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("student", "connection"), True),)
+
+
+class ImportState(BaseModel):
+    """A connection's imports: the daily schedule and the change marker of the last
+    complete import (the next one reads only what changed since, when the SIS can tell)."""
+
+    organization = ForeignKeyField(Organization, on_delete="CASCADE")
+    connection = ForeignKeyField(SyncConnection, backref="import_state", on_delete="CASCADE", unique=True)
+    #: "HH:MM" in the server's local time; None: no scheduled import
+    daily_at = CharField(null=True)
+    #: the local day ("YYYY-MM-DD") the schedule last started an import
+    last_scheduled_on = CharField(null=True)
+    marker = TextField(null=True)
+    marker_at = DateTimeField(null=True)
+    #: the SIS's import fields (``SISAdapter.import_fields``), kept like ``SyncConnection.fields_cache``
+    fields_cache = JSONText(null=True)
+    fields_cached_at = DateTimeField(null=True)
+    updated_at = DateTimeField(default=utcnow)
+    updated_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
+
+
 # --------------------------------------------------------------------------- mapping
 
 class Mapping(BaseModel):
@@ -280,6 +326,9 @@ ACTIVE_JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING)
 CANCELLABLE_JOB_STATUSES = ACTIVE_JOB_STATUSES + (JOB_HELD,)
 #: what started a job
 JOB_BULK, JOB_RETRY, JOB_TEST = "bulk", "retry", "test"
+#: import jobs (SIS -> Enroll): the preview writes nothing but its report
+JOB_IMPORT, JOB_IMPORT_PREVIEW = "import", "import preview"
+IMPORT_JOB_KINDS = (JOB_IMPORT, JOB_IMPORT_PREVIEW)
 
 
 class SyncJob(BaseModel):
@@ -325,6 +374,59 @@ class SyncItem(BaseModel):
         indexes = ((("job", "status"), False),)
 
 
+#: what an import made of one SIS student (beside SKIPPED and SYNC_FAILED)
+IMPORT_CREATED = "Created"
+IMPORT_UPDATED = "Updated"
+IMPORT_UNCHANGED = "Unchanged"
+IMPORT_CONFLICT = "Conflict"
+IMPORT_STATUSES = (IMPORT_CREATED, IMPORT_UPDATED, IMPORT_UNCHANGED, IMPORT_CONFLICT, SKIPPED, SYNC_FAILED)
+
+
+class ImportRun(BaseModel):
+    """The import side of a SyncJob of kind "import" or "import preview": which
+    connection, where the reading stands (``cursor``, stored with each recorded page, so
+    an interrupted import resumes without reading a page twice), the change marker it
+    read from (``since``) and the one it will keep (``marker``)."""
+
+    job = ForeignKeyField(SyncJob, backref="import_run", on_delete="CASCADE", unique=True)
+    connection = ForeignKeyField(SyncConnection, on_delete="CASCADE")
+    #: a preview: every outcome is worked out and reported, nothing else is written
+    preview = BooleanField(default=False)
+    #: the preview this import was started from
+    from_preview = ForeignKeyField(SyncJob, null=True, on_delete="SET NULL", backref="imports_started")
+    scheduled = BooleanField(default=False)
+    since = TextField(null=True)
+    cursor = TextField(null=True)
+    marker = TextField(null=True)
+    pages = IntegerField(default=0)
+    #: pages that failed in a row (after the transport's own retries)
+    failures = IntegerField(default=0)
+    mapping_version = IntegerField(null=True)
+    #: the task running the job (a task whose lease was taken over stops at its next page)
+    lease = CharField(null=True)
+
+
+class ImportItem(BaseModel):
+    """One SIS student in one import job: what was (or would be) done and why."""
+
+    job = ForeignKeyField(SyncJob, backref="import_items", on_delete="CASCADE")
+    sis_id = CharField()
+    student = ForeignKeyField(Student, null=True, on_delete="SET NULL")
+    status = CharField()
+    reason = TextField(null=True)
+    matched_by = CharField(null=True)
+    name = CharField(default="")
+    school = CharField(null=True)
+    match_key = CharField(null=True)
+    #: Enroll field key -> [value before, value after] (None: blank)
+    changes = JSONText(null=True)
+    finished_at = DateTimeField(default=utcnow)
+
+    class Meta:
+        indexes = ((("job", "sis_id"), True), (("job", "status"), False), (("job", "match_key"), False),
+                   (("job", "student"), False))
+
+
 class AuditLog(BaseModel):
     organization = ForeignKeyField(Organization, backref="audit", on_delete="CASCADE")
     user = ForeignKeyField(User, null=True, on_delete="SET NULL")
@@ -344,4 +446,5 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
-              Registration, SisLink, Mapping, MappingVersion, SyncJob, SyncItem, AuditLog]
+              Registration, SisLink, StudentProfile, ImportState, Mapping, MappingVersion, SyncJob, SyncItem,
+              ImportRun, ImportItem, AuditLog]

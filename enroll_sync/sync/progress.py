@@ -9,7 +9,8 @@ from typing import Iterable, Iterator
 
 from peewee import JOIN, fn
 
-from ..models import (ACTIVE_JOB_STATUSES, CANCELLABLE_JOB_STATUSES, FINAL_STATUSES, JOB_DONE, JOB_HELD, SKIPPED,
+from ..models import (ACTIVE_JOB_STATUSES, CANCELLABLE_JOB_STATUSES, FINAL_STATUSES, IMPORT_JOB_KINDS, JOB_DONE,
+                      JOB_HELD, SKIPPED,
                       SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED,
                       Registration, School, Student, SyncItem, SyncJob, User, utcnow)
 
@@ -127,7 +128,8 @@ def registration_history(reg: Registration) -> list[SyncItem]:
 
 
 def running_jobs(org_id: int, limit: int = 3) -> list[Progress]:
-    jobs = list(SyncJob.select().where((SyncJob.organization == org_id) & SyncJob.status.in_(ACTIVE_JOB_STATUSES))
+    jobs = list(SyncJob.select().where((SyncJob.organization == org_id) & SyncJob.status.in_(ACTIVE_JOB_STATUSES)
+                                       & SyncJob.kind.not_in(IMPORT_JOB_KINDS))  # imports: imports.jobs
                 .order_by(SyncJob.id.desc()).limit(limit))
     counts = counts_for([j.id for j in jobs])
     now = utcnow()

@@ -8,6 +8,9 @@ global, so two apps with different queues in one process stay apart.
 
 - ``enqueue_job(app, job_id)``: hand a created job to the workers (``JOB_TASKS``
   tasks, so several workers can share one big job).
+- ``enqueue_import(app, job_id)``: hand an import job (SIS -> Enroll) to the workers
+  (one task: an import reads its SIS page after page). A periodic task starts the
+  scheduled imports (``imports.schedule``) every minute.
 - ``start_in_process_consumer(app)``: consumer threads inside ``serve``
   (``Consumer.start()``, not ``run()``: signal handlers belong to the main thread);
   returns a handle with ``.stop()``.
@@ -34,6 +37,8 @@ log = logging.getLogger("enroll_sync.queue")
 HUEY_KEY = "enroll_sync.huey"
 STOP_KEY = "enroll_sync.sync_stop"
 TASK_NAME = "run_sync_job"
+IMPORT_TASK_NAME = "run_import_job"
+SCHEDULE_TASK_NAME = "start_scheduled_imports"
 DEFAULT_NAME = "enroll_sync"
 
 
@@ -77,14 +82,42 @@ def get_huey(app):
             run_job(app, int(job_id), stop=stop_event(app), requeue=lambda j: enqueue_job(app, j, tasks=1))
 
     huey.task(name=TASK_NAME)(run_sync_job)
+
+    def run_import_job(job_id):
+        """Run an import job (see enroll_sync.sync.imports.runner)."""
+        from .imports.runner import run_import_job as run
+        with app.app_context(), database.connection_context():
+            run(app, int(job_id), stop=stop_event(app), requeue=lambda j: enqueue_import(app, j))
+
+    huey.task(name=IMPORT_TASK_NAME)(run_import_job)
+
+    def start_scheduled_imports():
+        """Start the imports whose daily time has come (see enroll_sync.sync.imports.schedule)."""
+        from .imports.schedule import run_scheduled_imports
+        with app.app_context(), database.connection_context():
+            run_scheduled_imports(app)
+
+    from huey import crontab
+    huey.periodic_task(crontab(), name=SCHEDULE_TASK_NAME)(start_scheduled_imports)
     app.extensions[HUEY_KEY] = huey
     return huey
 
 
-def _task(app):
+def _task(app, name: str = TASK_NAME):
     huey = get_huey(app)
-    task_class = huey._registry.string_to_task(f"{__name__}.{TASK_NAME}")
+    task_class = huey._registry.string_to_task(f"{__name__}.{name}")
     return huey, task_class
+
+
+def enqueue_import(app, job_id: int) -> None:
+    """Hand import job ``job_id`` to the workers (one task)."""
+    huey, task_class = _task(app, IMPORT_TASK_NAME)
+    huey.enqueue(task_class((job_id,), {}))
+
+
+def queued_import_ids(app) -> set[int]:
+    huey, task_class = _task(app, IMPORT_TASK_NAME)
+    return {int(t.args[0]) for t in huey.pending() if isinstance(t, task_class) and t.args}
 
 
 def enqueue_job(app, job_id: int, tasks: int | None = None) -> int:
@@ -124,9 +157,19 @@ def requeue_if_missing(app, job_id: int) -> bool:
 
 def recover_now(app) -> list[int]:
     """Run recovery once (in an app context with a database connection)."""
+    from .imports.runner import stalled_imports
     from .recovery import recover
     with app.app_context(), database.connection_context():
-        return recover(app, lambda job_id: requeue_if_missing(app, job_id))
+        requeued = recover(app, lambda job_id: requeue_if_missing(app, job_id))
+        stalled = stalled_imports(app)
+        if stalled:
+            waiting = queued_import_ids(app)
+            for job_id in stalled:
+                if job_id not in waiting:
+                    enqueue_import(app, job_id)
+                    requeued.append(job_id)
+            log.warning("re-enqueued import job(s) %s whose worker stopped", ", ".join(map(str, stalled)))
+        return requeued
 
 
 class _Recovery(threading.Thread):
@@ -169,7 +212,7 @@ class _Consumer(Consumer):
 
 
 def _consumer_options(app, workers):
-    return dict(workers=max(1, int(workers or app.config.get("WORKERS") or 2)), periodic=False,
+    return dict(workers=max(1, int(workers or app.config.get("WORKERS") or 2)), periodic=True,
                 initial_delay=0.05, backoff=1.5, max_delay=0.25, check_worker_health=True,
                 health_check_interval=5, worker_type="thread")
 

@@ -13,8 +13,8 @@ from peewee import Cast
 
 from ..config import job_settings
 from ..db import write_tx
-from ..models import (ACTIVE_JOB_STATUSES, SYNC_IN_PROGRESS, SYNC_PENDING, Registration, SyncItem, SyncJob,
-                      utcnow)
+from ..models import (ACTIVE_JOB_STATUSES, IMPORT_JOB_KINDS, SYNC_IN_PROGRESS, SYNC_PENDING, Registration,
+                      SyncItem, SyncJob, utcnow)
 from .progress import finish_if_done
 
 log = logging.getLogger("enroll_sync.sync")
@@ -62,7 +62,7 @@ def recover(app, requeue: Callable[[int], bool]) -> list[int]:
     reset_stale_items(cfg.stale)
     cutoff = utcnow() - dt.timedelta(seconds=cfg.stale)
     stalled = list(SyncJob.select(SyncJob.id).where(
-        SyncJob.status.in_(ACTIVE_JOB_STATUSES)
+        SyncJob.status.in_(ACTIVE_JOB_STATUSES) & SyncJob.kind.not_in(IMPORT_JOB_KINDS)  # imports: imports.runner
         & ((SyncJob.heartbeat_at.is_null() & (SyncJob.created_at < cutoff)) | (SyncJob.heartbeat_at < cutoff))
     ).tuples())
     requeued = []

@@ -1,7 +1,8 @@
 """A connection's mapping of a kind: the one home of that concept.
 
-A connection has one mapping per **kind** (``KINDS``): Export Student today;
-Export Contact and Import Student register here too. Everything that reads a saved
+A connection has one mapping per **kind** (``KINDS``): Export Student and Import
+Student (SIS -> Enroll: the engine runs the other way, From = the SIS's fields, To =
+Enroll's form fields); Export Contact registers here too. Everything that reads a saved
 mapping — the Field Mapping editor, Send Record, the Dry run and the job runner —
 goes through this package:
 
@@ -45,6 +46,13 @@ class MappingKind:
     direction: str
     #: the To Fields of this kind for a connection: (conn, app, refresh) -> sections
     targets: Callable[..., list[FieldSection]]
+    #: the From fields: (conn, app, refresh) -> sections; None: the registration form's
+    #: fields and system values (``catalog``)
+    sources: Callable[..., list[FieldSection]] | None = None
+
+    @property
+    def imports(self) -> bool:
+        return self.direction == "import"
 
 
 def _student_targets(conn, app=None, refresh: bool = False) -> list[FieldSection]:
@@ -52,7 +60,18 @@ def _student_targets(conn, app=None, refresh: bool = False) -> list[FieldSection
     return target_sections(conn, refresh=refresh, app=app)
 
 
+def _enroll_targets(conn, app=None, refresh: bool = False) -> list[FieldSection]:
+    from ..imports.fields import enroll_targets
+    return enroll_targets(conn)
+
+
+def _sis_sources(conn, app=None, refresh: bool = False) -> list[FieldSection]:
+    from ..imports.fields import sis_sources
+    return sis_sources(conn, refresh=refresh, app=app)
+
+
 EXPORT_STUDENT = "export_student"
+IMPORT_STUDENT = "import_student"
 
 KINDS: dict[str, MappingKind] = {}
 
@@ -63,6 +82,17 @@ def register_kind(kind: MappingKind) -> MappingKind:
 
 
 register_kind(MappingKind(EXPORT_STUDENT, "Export Student Mapping", "export", _student_targets))
+register_kind(MappingKind(IMPORT_STUDENT, "Import Student Mapping", "import", _enroll_targets, _sis_sources))
+
+
+def source_keys(conn: SyncConnection, kind: str = EXPORT_STUDENT, app=None) -> frozenset[str]:
+    """The keys a row of ``kind`` may read: the form's fields and system values, or for
+    an import the SIS's fields."""
+    k = KINDS[kind]
+    if k.sources is None:
+        return source_field_keys(conn.organization_id)
+    from ...mapping.engine import flatten_targets
+    return frozenset(flatten_targets(k.sources(conn, app)))
 
 
 def get_kind(key: str) -> MappingKind | None:
@@ -94,7 +124,7 @@ def compile_rows(conn: SyncConnection, rows: Iterable[dict], sections: list[Fiel
     if sections is None:
         sections = KINDS[kind].targets(conn, app)
     if source_fields is None:
-        source_fields = source_field_keys(conn.organization_id)
+        source_fields = source_keys(conn, kind, app)
     return compile_mapping(list(rows or ()), sections, step_classes(app), source_fields=source_fields)
 
 
@@ -149,6 +179,8 @@ def check_connection(conn: SyncConnection, app, source_fields: Iterable[str] | N
         return ConnectionCheck(conn, f"{conn.name} has no {label} yet.", version=stamp)
     try:
         sections = KINDS[kind].targets(conn, app)
+        if source_fields is None and KINDS[kind].sources is not None:
+            source_fields = source_keys(conn, kind, app)
     except (AdapterError, ValueError) as exc:
         return ConnectionCheck(conn, f"The SIS fields of {conn.name} could not be loaded: {exc}", version=stamp)
     except Exception:  # an adapter bug must not break a page or a job
@@ -172,6 +204,6 @@ def check_connections(org_id: int, app, kind: str = EXPORT_STUDENT) -> dict[int,
     return {c.id: check_connection(c, app, fields, kind) for c in conns}
 
 
-__all__ = ["KINDS", "EXPORT_STUDENT", "MappingKind", "register_kind", "get_kind", "load", "mapped_rows",
+__all__ = ["KINDS", "EXPORT_STUDENT", "IMPORT_STUDENT", "source_keys", "MappingKind", "register_kind", "get_kind", "load", "mapped_rows",
            "compile_rows", "mapping_stamp", "step_classes", "ConnectionCheck", "check_connection",
            "check_connections", "save_rows", "save_examples"]
