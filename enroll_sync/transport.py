@@ -497,11 +497,12 @@ class Transport:
         """What to tell the admin when ``where`` kept answering 401 although the token URL
         accepted the credentials and issued fresh tokens: the credentials are fine, the
         API does not take the tokens (or revokes them at once)."""
-        tries = self.token_retries + 1
-        return (f"{where} was refused (HTTP 401) {tries} time{'s' if tries != 1 else ''} in a "
-                f"row, each time with an access token the SIS had just issued. The token URL "
-                f"accepts the client ID and secret, so they are not the problem: the SIS keeps "
-                f"refusing or revoking its own new tokens. Check the plugin's (API client's) "
+        n = self.token_retries
+        tokens = ("an access token the SIS had just issued" if n <= 1 else
+                  f"{n} access tokens in a row, each just issued by the SIS")
+        return (f"{where} was refused (HTTP 401) with {tokens}. The token URL accepts the "
+                f"client ID and secret, so they are not the problem: the SIS keeps refusing "
+                f"or revoking its own new tokens. Check the plugin's (API client's) "
                 f"access to this API in the SIS, then try again.")
 
     def json(self, method: str, url_or_path: str, **kwargs: Any) -> Any:
