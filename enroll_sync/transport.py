@@ -250,6 +250,7 @@ class Transport:
         # tokens some request got a real answer with: a 401 on one of those is an ordinary
         # early revocation, not the SIS refusing a token it has just issued
         self._proven_tokens: dict[str, None] = {}
+        self._proven_lock = threading.Lock()
         self.min_interval = max(0.0, float(min_interval))
         self.max_attempts = max(1, int(max_attempts))
         self.backoff = max(0.0, float(backoff))
@@ -463,9 +464,10 @@ class Transport:
                         attempt -= 1  # a refresh does not use up an attempt
                         continue
                 elif token is not None and token not in self._proven_tokens:
-                    self._proven_tokens[token] = None
-                    if len(self._proven_tokens) > 32:
-                        self._proven_tokens.pop(next(iter(self._proven_tokens)), None)
+                    with self._proven_lock:
+                        self._proven_tokens[token] = None
+                        if len(self._proven_tokens) > 32:
+                            self._proven_tokens.pop(next(iter(self._proven_tokens)), None)
             if status in RETRY_WAIT_STATUSES or status >= 500:
                 if attempt >= max_attempts:
                     raise TransportError(

@@ -64,6 +64,7 @@ ACCEPT_JSON = {"Accept": "application/json"}
 STOP_KINDS = frozenset({"unreachable", "tls", "auth"})
 SLOW_KINDS = frozenset({"timeout", "retries"})
 NOT_CONFIRMED = "The SIS never confirmed the record, so it is not marked as synced."
+SENT_AGAIN = "Nothing was written; it will be sent again shortly."
 FIND_EXISTING = "Find existing record"
 #: where a lookup's answer usually keeps its list of matches (the default id location)
 LIST_KEYS = ("data", "items", "results", "records", "value", "content", "entries", "rows")
@@ -253,8 +254,7 @@ class _Guard:
 
     def held_back(self, record: ExportRecord) -> ExportResult:
         if self.busy:
-            message = (f"Not sent: {self.stop} Nothing was written; it will be sent again "
-                       f"shortly.")
+            message = f"Not sent: {self.stop} {SENT_AGAIN}"
             return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY,
                                 errors=[FieldError(None, "not_sent_busy", message)],
                                 message=message)
@@ -837,7 +837,7 @@ class GenericRestAdapter(SISAdapter):
 
     @staticmethod
     def _stop_reason(result: ExportResult) -> str:
-        text = result.message.replace(NOT_CONFIRMED, "").strip()
+        text = result.message.replace(NOT_CONFIRMED, "").replace(SENT_AGAIN, "").strip()
         for prefix in ("Not synced: ", "Not sent: "):
             if text.startswith(prefix):
                 text = text[len(prefix):]
@@ -967,7 +967,7 @@ class GenericRestAdapter(SISAdapter):
             if _busy(exc):
                 message = self._redact(
                     f"Not synced: the SIS was too busy to answer {FIND_EXISTING} ({shown}): "
-                    f"{exc} Nothing was written; it will be sent again shortly.")
+                    f"{exc} {SENT_AGAIN}")
                 return None, (ExportResult(
                     record_id=record.record_id, outcome=Outcome.RETRY, message=message,
                     errors=[FieldError(None, "lookup_busy", message)],
@@ -1353,8 +1353,8 @@ class GenericRestAdapter(SISAdapter):
             errors = [e for _, e in pairs]
         if _busy(exc):
             # 429/503 until the retries ran out: "not now", and by HTTP's rules nothing written
-            message = self._redact(f"Not synced: the SIS was too busy to take it: {exc} Nothing "
-                                   f"was written; it will be sent again shortly.")
+            message = self._redact(f"Not synced: the SIS was too busy to take it: {exc} "
+                                   f"{SENT_AGAIN}")
             return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY, sent=body,
                                 response=info, message=message,
                                 errors=errors + [FieldError(None, f"transport_{exc.kind}", message)])

@@ -270,3 +270,12 @@ def test_an_api_key_refused_still_says_check_the_credentials(make_adapter, serve
     adapter = make_adapter(auth="api_key", api_key="wrong-key-123")
     [res] = adapter.export([student()])
     assert res.outcome == Outcome.FAILED and "refused the credentials" in res.message
+
+
+def test_a_held_back_message_says_it_once(make_adapter, server):
+    adapter = make_adapter(max_attempts=1)
+    server.set_faults({"status": 503, "method": "POST", "times": 2, "retry_after": 0})
+    results = adapter.export([student() for _ in range(3)])
+    held = results[2]
+    assert "held back" in held.message
+    assert held.message.count("Nothing was written") == 1, held.message

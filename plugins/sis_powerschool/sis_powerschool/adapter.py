@@ -384,6 +384,7 @@ class Match:
     tables: set = field(default_factory=set)
     error: str | None = None
     code: str = "AMBIGUOUS_MATCH"
+    retry: bool = False  # the error is "PowerSchool is busy": RETRY, not FAILED
 
     @property
     def label(self) -> str:
@@ -691,7 +692,9 @@ class PowerSchoolAdapter(SISAdapter):
                 m = matches.get(p.record.record_id)
                 if m is None:
                     continue
-                if m.error:
+                if m.error and m.retry:
+                    results[p.record.record_id] = self._retry(p, m.error, code=m.code)
+                elif m.error:
                     results[p.record.record_id] = self._failed(p.record, m.error, code=m.code)
                 else:
                     p.sis_id, p.match = m.dcid, m
@@ -875,7 +878,7 @@ class PowerSchoolAdapter(SISAdapter):
         if isinstance(response, TransportError):
             exc = response
             message = self._explain(exc)
-            if exc.kind == "retries" and exc.status in (429, 503):
+            if _busy(exc):
                 # "come back later": by HTTP's rules nothing of the batch was taken
                 for p in chunk:
                     results[p.record.record_id] = self._retry(
@@ -1072,6 +1075,11 @@ class PowerSchoolAdapter(SISAdapter):
         return matches
 
     def _lookup_failed(self, what: str, value: str, exc: TransportError) -> Match:
+        if _busy(exc):
+            return Match(code="SIS_BUSY", retry=True, error=(
+                f"PowerSchool was too busy to look up whether it already has the student with "
+                f"{what} {value} ({self._explain(exc)}). Nothing was saved; it will be sent "
+                f"again shortly."))
         return Match(code="LOOKUP_FAILED", error=(
             f"Not inserted: could not look up whether PowerSchool already has the student with "
             f"{what} {value}, so it was not inserted (it may already be there, and inserting "
@@ -1097,10 +1105,11 @@ class PowerSchoolAdapter(SISAdapter):
                 part = self._lookup(fieldname, set(group), tables)
             except TransportError as exc:
                 budget[0] -= 1
-                if len(group) == 1 or exc.kind in NO_SPLIT_KINDS or budget[0] <= 0:
+                stop = exc.kind in NO_SPLIT_KINDS or _busy(exc) or budget[0] <= 0
+                if len(group) == 1 or stop:
                     for v in group:
                         lost[v] = exc
-                    if exc.kind in NO_SPLIT_KINDS or budget[0] <= 0:
+                    if stop:
                         for rest in pending:
                             for v in rest:
                                 lost[v] = exc
@@ -1165,6 +1174,12 @@ class PowerSchoolAdapter(SISAdapter):
                         bucket.append(s)
             if len(students) < size:
                 break
+
+
+def _busy(exc: TransportError) -> bool:
+    """PowerSchool kept answering "later" (429/503) past the retries, or asked to wait
+    longer than Enroll Sync waits."""
+    return exc.kind == "retries" and exc.status in (429, 503)
 
 
 def _is_busy(e: FieldError) -> bool:

@@ -277,3 +277,15 @@ def test_tokens_refused_at_once_fail_the_export_without_blaming_the_secret(adapt
     assert res.outcome == Outcome.FAILED
     assert "client ID or client secret" not in res.message
     assert "just issued" in res.message and "not the problem" in res.message
+
+
+def test_a_look_up_refused_as_busy_is_retry_and_not_split(make_adapter, sandbox):
+    adapter = make_adapter(max_attempts=2)
+    adapter.check_connection()
+    sandbox.clear_requests()
+    sandbox.set_faults(burst_503=2, fault_path="/ws/v1/district/student")
+    results = adapter.export([record() for _ in range(6)])
+    assert all(r.outcome == Outcome.RETRY and r.sis_id is None for r in results)
+    assert "too busy to look up" in results[0].message
+    assert len(searches(sandbox)) == 2, "a busy SIS is not asked again and again"
+    assert sandbox.count() == 0
