@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from .db import database
 from .models import (APPROVED, LINK_IMPORTED, LINK_UNKNOWN, REGISTRATION_STATUSES, FormField, Registration, School,
                      SisLink, Student, utcnow)
+from .sync.imports.profiles import prefill_for
 from .sync.links import link_scope
 
 REQUIRED_COLUMNS = ("form_id", "schoolmint_id", "school_number", "grade", "school_year", "status")
@@ -174,6 +175,10 @@ def import_registrations(org, text: str) -> ImportReport:
                                sis_id=values["sis_id"],
                                how=LINK_IMPORTED if school.sync_connection_id else LINK_UNKNOWN,
                                linked_at=now).on_conflict_ignore().execute()
+            # a returning student: answers left blank are pre-filled from their imported profile
+            answers, _ = prefill_for(student.id, school.sync_connection if school.sync_connection_id else None,
+                                     answers)
+            Student.update(match_key=None).where(Student.id == student.id).execute()  # name/birth date may differ
             Registration.create(organization=org, form_id=form_id, student=student, school=school,
                                 grade=values["grade"], school_year=values["school_year"], status=values["status"],
                                 answers=answers, student_name=f"{last}, {first}", submitted_at=now,

@@ -39,7 +39,9 @@ def test_each_app_has_its_own_queue_and_tasks(tmp_path):
     ha, hb = get_huey(a), get_huey(b)
     assert ha is not hb and get_huey(a) is ha
     assert ha.storage.filename != hb.storage.filename
-    assert ha._registry._registry.keys() == hb._registry._registry.keys() == {"enroll_sync.sync.queue.run_sync_job"}
+    assert ha._registry._registry.keys() == hb._registry._registry.keys() == {
+        "enroll_sync.sync.queue.run_sync_job", "enroll_sync.sync.queue.run_import_job",
+        "enroll_sync.sync.queue.start_scheduled_imports"}
     with a.app_context():
         database.connect(reuse_if_open=True)
         from enroll_sync.migrations import upgrade

@@ -304,16 +304,18 @@ def test_another_organizations_connection_is_not_found(app, live, login):
     admin = login("District Admin")
     admin.page(f"{BASE}/")
     for path in (f"{BASE}/{cid}/edit", f"{BASE}/{cid}/mapping/", f"{BASE}/{cid}/mapping/export_student/configure",
-                 f"{BASE}/{cid}/mapping/export_student/fields"):
+                 f"{BASE}/{cid}/mapping/export_student/fields", f"{BASE}/{cid}/import",
+                 f"{BASE}/{cid}/mapping/import_student/fields"):
         assert admin.get(path).status_code == 404, path
     for path in (f"{BASE}/{cid}/test", f"{BASE}/{cid}/mapping/export_student/row",
-                 f"{BASE}/{cid}/mapping/export_student/send-record"):
+                 f"{BASE}/{cid}/mapping/export_student/send-record", f"{BASE}/{cid}/import/preview",
+                 f"{BASE}/{cid}/import/run", f"{BASE}/{cid}/import/schedule"):
         assert admin.post_form(path, {}, htmx=True).status_code == 404, path
     assert "Theirs" not in admin.page(f"{BASE}/").text
     # an unknown mapping kind
     with app.app_context(), database.connection_context():
         mine = SyncConnection.select().join(Organization).where(Organization.slug == DEMO_SLUG).first()
-    assert admin.get(f"{BASE}/{mine.id}/mapping/import_student/fields").status_code == 404
+    assert admin.get(f"{BASE}/{mine.id}/mapping/export_contact/fields").status_code == 404
 
 
 # --------------------------------------------------------------------------- permissions

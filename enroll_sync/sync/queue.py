@@ -73,6 +73,8 @@ def get_huey(app):
     huey = app.extensions.get(HUEY_KEY)
     if huey is not None:
         return huey
+    # the tasks below outlive the request that may build the queue: bind the app, not current_app
+    app = app._get_current_object() if hasattr(app, "_get_current_object") else app
     huey = make_huey(app.config["QUEUE_URL"])
 
     def run_sync_job(job_id):

@@ -12,7 +12,7 @@ from ..models import AuditLog
 
 #: modules under enroll_sync.web that define ``bp``
 BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "connections", "mapping",
-              "sync_logs")
+              "sync_logs", "imports")
 
 
 def register_blueprints(app):

@@ -9,7 +9,7 @@ from flask import Blueprint, flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
 from .. import security
-from ..adapters import AdapterError, CheckResult
+from ..adapters import AdapterError, CheckResult, can_import
 from ..db import database
 from ..models import School, SyncConnection, utcnow
 from ..redaction import log_unexpected, scrub
@@ -30,8 +30,10 @@ need = security.require_permission(security.SYNC_FULL_ACCESS)
 
 def _card(conn, details=None) -> dict:
     schools = list(scoped(School).where(School.sync_connection == conn.id).order_by(School.name))
+    cls = adapter_classes().get(conn.adapter)
     return {"conn": conn, "label": adapter_label(conn.adapter), "schools": schools, "details": details or {},
-            "environment": dict(ENVIRONMENTS).get(conn.environment, conn.environment)}
+            "environment": dict(ENVIRONMENTS).get(conn.environment, conn.environment),
+            "can_import": cls is not None and can_import(cls)}
 
 
 @bp.route("/")

@@ -292,9 +292,12 @@ def detail(form_id):
     link_changes = list(scoped(AuditLog).where((AuditLog.object_type == "SisLink")
                                                & (AuditLog.object_id == str(reg.student_id)))
                         .order_by(AuditLog.at.desc()).limit(20))
+    from ..sync.imports.profiles import returning_student
+    returning = returning_student(reg.student_id, reg.school.sync_connection if reg.school.sync_connection_id else None)
     return render("registrations/detail.html", None, reg=reg, sections=sections,
                   history=registration_history(reg), can_sync=can_sync(), links=links, current_link=current_link,
-                  link_changes=link_changes, can_unlink=current_user.can(security.SYNC_FULL_ACCESS))
+                  link_changes=link_changes, can_unlink=current_user.can(security.SYNC_FULL_ACCESS),
+                  returning=returning)
 
 
 @bp.route("/<form_id>/links/<link_id>/unlink", methods=["POST"])

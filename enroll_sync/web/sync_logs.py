@@ -13,11 +13,11 @@ serves the same page.
 """
 from __future__ import annotations
 
-from flask import Blueprint
+from flask import Blueprint, redirect, url_for
 from flask_login import current_user
 
 from .. import security
-from ..models import FINAL_STATUSES, SyncJob, User
+from ..models import FINAL_STATUSES, IMPORT_JOB_KINDS, SyncJob, User
 from ..sync.links import CSV_HEADER, links_csv_rows, unknown_link_count
 from ..sync.progress import counts_for
 from . import get_scoped_or_404, org_id, page_arg, render, scoped
@@ -52,7 +52,10 @@ def links_csv():
 @bp.route("/<job_id>")
 @security.require_permission(security.SYNC_FULL_ACCESS)
 def job(job_id):
-    return job_page(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
+    found = get_scoped_or_404(SyncJob, job_id)
+    if found.kind in IMPORT_JOB_KINDS:  # its records are SIS students: the import's own page
+        return redirect(url_for("imports.import_job", job_id=found.id))
+    return job_page(found, area="sync_logs")
 
 
 @bp.route("/<job_id>/progress")

@@ -98,10 +98,10 @@ def latest_answers(student_ids: Iterable[int], keys: Iterable[str] | None = None
     wanted = None if keys is None else tuple(keys)
     for start in range(0, len(ids), 900):
         part = ids[start:start + 900]
+        newest = (Registration.select(fn.MAX(Registration.id)).where(Registration.student.in_(part))
+                  .group_by(Registration.student))
         rows = (Registration.select(Registration.student, Registration.answers)
-                .where(Registration.id.in_(newest.select(fn.MAX(Registration.id)).where(
-                    Registration.student.in_(part)).group_by(Registration.student)))
-                .tuples())
+                .where(Registration.id.in_(newest)).tuples())
         for sid, answers in rows:
             answers = answers or {}
             out[sid] = dict(answers) if wanted is None else {k: answers[k] for k in wanted if k in answers}

@@ -214,7 +214,7 @@ class ImportRunner:
             if run.cursor == READ_TO_END:
                 self.complete(run)
                 return self.stats
-            if run.cursor is None and not run.preview:
+            if run.cursor is None:  # a derived look-up key, not data: a preview fills it in too
                 fill_missing_keys(self.conn.organization_id)
             from ..connections import open_adapter, safe_secret_values
             adapter = open_adapter(self.conn, self.app)

@@ -70,6 +70,8 @@ def clean_row(row: Any) -> dict | None:
     if isinstance(row.get("from"), str) and row["from"].strip():
         out["from"] = row["from"].strip()
     out.update(clean_row_parts(row))
+    if row.get("overwrite") is True and kind != "do_not_map":  # imports: blank SIS values clear
+        out["overwrite"] = True
     return out
 
 

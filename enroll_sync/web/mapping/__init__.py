@@ -55,6 +55,7 @@ def layout(conn, kind=None, tab=None) -> dict:
     """What every Configure Mapping page shows around its tab."""
     return {"conn": conn, "kind": kind, "tab": tab, "kinds": {k: v.label for k, v in mappings.KINDS.items()},
             "kind_label": mappings.KINDS[kind].label if kind else None,
+            "kind_imports": bool(kind and mappings.KINDS[kind].imports),
             "exports_allowed": current_user.organization.uses_registration_module,
             "module_note": REGISTRATION_MODULE_NOTE, "adapter_label": adapter_label(conn.adapter)}
 
@@ -81,6 +82,26 @@ def field_sections(conn, refresh: bool = False, kind: str = mappings.EXPORT_STUD
         return sections, None
     failures[stamp] = (time.monotonic(), message)
     return [], message
+
+
+def source_catalog(conn, kind: str, refresh: bool = False):
+    """(the From list of ``kind`` as a ``Catalog``, an error message or None): the form's
+    fields for an export, the SIS's import fields for an import."""
+    from ...catalog import load_catalog
+    from ...sync.imports.fields import sections_catalog
+    k = mappings.KINDS[kind]
+    if k.sources is None:
+        return load_catalog(conn.organization_id), None
+    try:
+        return sections_catalog(k.sources(conn, refresh=refresh)), None
+    except AdapterError as exc:
+        message = scrub(str(exc), safe_secret_values(conn))
+    except ValueError as exc:
+        message = str(exc)
+    except Exception as exc:
+        log_unexpected(log, "Reading the SIS's import fields", conn, exc, safe_secret_values(conn))
+        message = GENERIC_FAILURE
+    return sections_catalog([]), message
 
 
 def no_store(resp):

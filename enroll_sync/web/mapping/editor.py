@@ -18,10 +18,11 @@ from ...sync import mappings
 from ...sync.connections import adapter_label
 from ...sync.links import link_scope
 from ...sync.mappings.examples import MAX_EXAMPLES, check_examples, pick_example, resolve_examples
+from ...sync.imports.examples import check_import_examples, resolve_import_examples
 from ...sync.mappings.versions import canonical, save_rows
 from .. import audit, org_id, render
 from ..errors import error_response
-from . import bp, field_sections, get_connection, get_kind, layout, need, no_store
+from . import bp, field_sections, get_connection, get_kind, layout, need, no_store, source_catalog
 from . import form as ui
 
 
@@ -41,10 +42,15 @@ def configure(connection_id, kind):
     regs = list(mapping.registration_examples or []) if mapping else []
     students = list(mapping.student_examples or []) if mapping else []
     errors, status = {}, 200
+    imports = mappings.KINDS[kind].imports
     if request.method == "POST":
         reg_in = request.form.getlist("registration_example")
         stu_in = request.form.getlist("student_example")
-        clean_regs, clean_students, errors = check_examples(org_id(), reg_in, stu_in, link_scope(conn))
+        if imports:  # Student Examples are SIS students, read from the SIS
+            reg_in, (clean_students, errors) = [], check_import_examples(conn, stu_in)
+            clean_regs = []
+        else:
+            clean_regs, clean_students, errors = check_examples(org_id(), reg_in, stu_in, link_scope(conn))
         if errors:
             regs, students, status = reg_in, stu_in, 422
         else:
@@ -57,7 +63,10 @@ def configure(connection_id, kind):
     # five inputs each (more only to show the message on an extra one that was posted)
     regs = (list(regs) + [""] * MAX_EXAMPLES)[: max(MAX_EXAMPLES, len(regs))]
     students = (list(students) + [""] * MAX_EXAMPLES)[: max(MAX_EXAMPLES, len(students))]
-    examples = resolve_examples(org_id(), mapping, link_scope(conn)) if status == 200 else []
+    if imports:
+        examples = resolve_import_examples(conn, mapping)[0] if status == 200 else []
+    else:
+        examples = resolve_examples(org_id(), mapping, link_scope(conn)) if status == 200 else []
     return render("mapping/configure.html", "configure-form", regs=regs, students=students, errors=errors,
                   examples=examples, max_examples=MAX_EXAMPLES, **layout(conn, kind, "configure")), status
 
@@ -91,21 +100,26 @@ def _dirty(states, mapping, sections, step_map) -> bool:
     return canonical(_rows_to_save(states, mapping, sections, step_map)) != canonical(saved or [])
 
 
-def _editor_context(conn, mapping, example_value):
+def _editor_context(conn, mapping, example_value, kind=mappings.EXPORT_STUDENT):
     step_map = mappings.step_classes()
-    sections, fields_error = field_sections(conn)
-    catalog = ui.load_catalog(org_id())
-    examples = resolve_examples(org_id(), mapping, link_scope(conn))
+    sections, fields_error = field_sections(conn, kind=kind)
+    if mappings.KINDS[kind].imports:  # From: the SIS's fields; examples: SIS students read live
+        catalog, sources_error = source_catalog(conn, kind)
+        examples, examples_error = resolve_import_examples(conn, mapping)
+        fields_error = fields_error or sources_error or examples_error
+    else:
+        catalog = ui.load_catalog(org_id())
+        examples = resolve_examples(org_id(), mapping, link_scope(conn))
     example = pick_example(examples, example_value)
     ctx = ui.EditorContext(org_id=org_id(), catalog=catalog, sections=sections, targets=ui.flatten(sections),
                            step_map=step_map, source=example.source if example else None,
-                           today=dt.date.today())
+                           today=dt.date.today(), imports=mappings.KINDS[kind].imports)
     return ctx, examples, example, fields_error
 
 
 def _field_mapping_page(conn, kind, mapping, states, *, example_value=None, notes=None, message=None,
                         error=None, saved=False, status=200):
-    ctx, examples, example, fields_error = _editor_context(conn, mapping, example_value)
+    ctx, examples, example, fields_error = _editor_context(conn, mapping, example_value, kind)
     step_map = ctx.step_map
     sections = ui.build_sections(states, ctx, notes)
     rows = [ui.engine_row(s, step_map) for s in states.values()]
@@ -130,7 +144,7 @@ def field_mapping(connection_id, kind):
                                    example_value=request.args.get("example"))
     step_map = mappings.step_classes()
     saved = saved_states(mapping)
-    states = {**saved, **posted_states(step_map)}
+    states = {**saved, **posted_states(step_map, source_catalog(conn, kind)[0])}
     action = request.form.get("action") or "save"
     example_value = request.form.get("example")
     notes, message, error = {}, None, None
@@ -144,8 +158,8 @@ def field_mapping(connection_id, kind):
     if action == "example":
         return _field_mapping_page(conn, kind, mapping, states, example_value=example_value)
     if action == "automap":
-        catalog = ui.load_catalog(org_id())
-        sections, fields_error = field_sections(conn)
+        catalog = source_catalog(conn, kind)[0]
+        sections, fields_error = field_sections(conn, kind=kind)
         keys = ui.propose(states, catalog, sections) if sections else []
         if keys:
             message = (f"Auto-map proposed {len(keys)} row(s), marked “Proposed”. Review them, discard any you "
@@ -159,7 +173,7 @@ def field_mapping(connection_id, kind):
     if action != "save":
         return _field_mapping_page(conn, kind, mapping, states, example_value=example_value,
                                    error="Unknown action."), 400
-    sections, fields_error = field_sections(conn)
+    sections, fields_error = field_sections(conn, kind=kind)
     if not ui.posted_keys(request.form):
         return _field_mapping_page(conn, kind, mapping, states, example_value=example_value,
                                    error="Nothing to save: the form held no mapping rows. Reload the page and "
@@ -168,7 +182,8 @@ def field_mapping(connection_id, kind):
     for s in states.values():
         s.pop("proposed", None)
     return _field_mapping_page(conn, kind, mapping, states, example_value=example_value,
-                               message=f"Saved the Export Student Mapping (version {mapping.version}).", saved=True)
+                               message=f"Saved the {mappings.KINDS[kind].label} (version {mapping.version}).",
+                               saved=True)
 
 
 def save_states(conn, kind, mapping, states, sections, step_map):
@@ -193,8 +208,8 @@ def mapping_row(connection_id, kind):
     if not key or request.form.get(ui.name(key, "to")) != key:
         return error_response("errors/400.html", 400, "Which row? Reload the page and try again.")
     mapping = mappings.load(conn, kind)
-    ctx, examples, example, fields_error = _editor_context(conn, mapping, request.form.get("example"))
-    states = {**saved_states(mapping), **posted_states(step_map)}
+    ctx, examples, example, fields_error = _editor_context(conn, mapping, request.form.get("example"), kind)
+    states = {**saved_states(mapping), **posted_states(step_map, ctx.catalog)}
     state = states[key]
     note = ui.apply_action(state, action, request.form, step_map) if ui.action_row(action) == key else None
     row = ui.build_row(state, ctx, note)
@@ -217,8 +232,13 @@ def refresh_fields(connection_id, kind):
     kind = get_kind(kind)
     mapping = mappings.load(conn, kind)
     step_map = mappings.step_classes()
-    states = {**saved_states(mapping), **posted_states(step_map)}
-    sections, error = field_sections(conn, refresh=True)
+    imports = mappings.KINDS[kind].imports
+    states = {**saved_states(mapping), **posted_states(step_map, source_catalog(conn, kind)[0])}
+    if imports:  # the To Fields are Enroll's; what the SIS offers are the From fields
+        error = source_catalog(conn, kind, refresh=True)[1]
+        sections = [] if error else mappings.KINDS[kind].sources(conn)
+    else:
+        sections, error = field_sections(conn, refresh=True)
     message = None
     if not error:
         n = sum(len(s.fields) for s in sections)

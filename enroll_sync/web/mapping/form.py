@@ -146,6 +146,8 @@ def parse_row(form, key: str, step_map: dict) -> dict:
         state["steps"] = steps
     if form.get(name(key, "proposed")):
         state["proposed"] = True
+    if form.get(name(key, "overwrite_shown")):  # an import row: its Overwrite checkbox was on the form
+        state["overwrite"] = bool(form.get(name(key, "overwrite")))
     return state
 
 
@@ -200,6 +202,8 @@ def engine_row(state: dict, step_map: dict | None = None) -> dict:
     row: dict[str, Any] = {"to": state["to"], "type": t}
     if t == "do_not_map":
         return row
+    if state.get("overwrite") is True:  # imports: a blank SIS value clears the Enroll value
+        row["overwrite"] = True
     if state.get("from"):
         row["from"] = state["from"]
     if t == "match_codes":
@@ -390,6 +394,8 @@ class EditorContext:
     source: dict | None
     today: dt.date
     _seen: dict = field(default_factory=dict)
+    #: an Import Student Mapping: From is the SIS, To is Enroll, and Overwrite can be checked
+    imports: bool = False
 
     @property
     def mapping_ctx(self) -> MappingContext:

@@ -17,6 +17,11 @@ from . import bp, field_sections, get_connection, get_kind, layout, need, no_sto
 from .editor import posted_states, save_states, saved_states
 
 
+#: Send Record belongs to exports
+IMPORT_NOTE = ("Send Record sends one student to the SIS; an Import Student Mapping reads from it. Use Import "
+               "from SIS on the connection to preview and run an import.")
+
+
 def _send_dialog(conn, kind, **context):
     context.setdefault("preview", None)
     context.setdefault("outcome", None)
@@ -32,6 +37,8 @@ def send_record_preview(connection_id, kind):
     """Send Record: save the form's mapping, then preview the exact body for the example shown."""
     conn = get_connection(connection_id)
     kind = get_kind(kind)
+    if mappings.KINDS[kind].imports:
+        return _send_dialog(conn, kind, error=IMPORT_NOTE), 400
     if not current_user.organization.uses_registration_module:
         return _send_dialog(conn, kind, error=REGISTRATION_MODULE_NOTE), 409
     step_map = mappings.step_classes()
@@ -67,6 +74,8 @@ def send_record(connection_id, kind):
     """OK, Continue: export the previewed record through the adapter and show the outcome."""
     conn = get_connection(connection_id)
     kind = get_kind(kind)
+    if mappings.KINDS[kind].imports:
+        return _send_dialog(conn, kind, error=IMPORT_NOTE), 400
     if not current_user.organization.uses_registration_module:
         return _send_dialog(conn, kind, error=REGISTRATION_MODULE_NOTE), 409
     reg = None
