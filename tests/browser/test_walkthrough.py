@@ -523,3 +523,119 @@ def test_6_unticking_a_row_clears_select_all_matching(new_page, stack):
     expect(everything).not_to_be_checked()
     expect(on_page).not_to_be_checked()
     expect(rows.nth(1)).to_be_checked()
+
+
+def returning_student(stack) -> dict:
+    """A student of an assigned school whom Enroll has not synced: last year's student the
+    SIS already holds (born MM/DD/YYYY, a name as typed)."""
+    rows = stack.query(
+        "SELECT r.form_id, r.answers, s.school_number FROM registration r JOIN school s ON s.id = r.school_id "
+        "WHERE r.status = 'Submitted' AND s.school_number IN ('101', '201') AND r.student_id NOT IN "
+        "(SELECT student_id FROM sislink) ORDER BY r.form_id")
+    for r in rows:
+        a = json.loads(r["answers"])
+        if re.fullmatch(r"\d\d/\d\d/\d{4}", a.get("birth_date") or "") and a["student_legal_last_name"].strip():
+            return dict(form_id=r["form_id"], answers=a, school_number=r["school_number"])
+    raise AssertionError("no unsynced student to play the returning student")
+
+
+def put_in_sis(stack, student: dict) -> str:
+    """The student as PowerSchool has held them since last year (its own API)."""
+    import httpx
+    a = student["answers"]
+    token = httpx.post(stack.sandbox_url + "/oauth/access_token", data={"grant_type": "client_credentials"},
+                       auth=(DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET)).json()["access_token"]
+    body = {"students": {"student": [{
+        "client_uid": "returning", "action": "INSERT", "local_id": 880001,
+        "name": {"first_name": a["student_legal_first_name"].strip(), "last_name": a["student_legal_last_name"].strip()},
+        "demographics": {"birth_date": ymd(a["birth_date"])},
+        "addresses": {"physical": {"street": "77 Returning Rd", "city": "Old Town", "state_province": "CA",
+                                   "postal_code": "92501"}},
+        "school_enrollment": {"school_number": int(SCHOOL_CODES[student["school_number"]]),
+                              "grade_level": 7 if student["school_number"] == "201" else 3,
+                              "entry_date": "2025-08-20", "exit_date": "2026-06-10", "enroll_status": "A"}}]}}
+    r = httpx.post(stack.sandbox_url + "/ws/v1/student", json=body, headers={"Authorization": f"Bearer {token}"})
+    result = r.json()["results"]["result"]
+    assert result["status"] == "SUCCESS", result
+    return str(result["success_message"]["id"])
+
+
+def test_7_sync_admin_imports_from_the_sis_and_a_returning_student_is_linked(new_page, stack):
+    student = returning_student(stack)
+    dcid = put_in_sis(stack, student)
+    a = student["answers"]
+    page = new_page(SYNC_ADMIN)
+
+    # Configure Mapping > Import Student Mapping > Configure: a Student Example read from the SIS
+    go_to(page, "Sync Service")
+    card = page.get_by_role("article", name=CONNECTION)
+    follow(page, card.get_by_role("button", name="Configure Mapping"))
+    follow(page, page.get_by_role("link", name="Import Student Mapping"))
+    page.get_by_label("Student Example 1").fill(dcid)
+    page.get_by_role("button", name="Save").click()
+    expect(page.get_by_text("Saved the examples.")).to_be_visible()
+    expect(page.get_by_test_id("examples")).to_contain_text(f"SIS ID {dcid}")
+    follow(page, page.get_by_role("tab", name="Field Mapping"))
+    expect(page.get_by_role("columnheader", name="From SIS Field").first).to_be_visible()
+    page.evaluate("window.__marker = 'import mapping'")
+
+    # From = SIS fields, To = Enroll's; the engine runs the other way
+    choose(page, "Mapping Type for Student Legal First Name", "direct")
+    type_in(page, "From SIS Field for Student Legal First Name", "name.first_name")
+    expect(mapped_value(page, "Student Legal First Name")).to_have_text(a["student_legal_first_name"].strip())
+    choose(page, "Mapping Type for Student Legal Last Name", "direct")
+    type_in(page, "From SIS Field for Student Legal Last Name", "name.last_name")
+    choose(page, "Mapping Type for Birth Date", "transformation")
+    type_in(page, "From SIS Field for Birth Date", "demographics.birth_date")
+    page.get_by_label("Step to add (Birth Date)").select_option(label="Date")
+    click(page, "button", "Add step (Birth Date)")
+    choose(page, "Stored as (step 1, Birth Date)", "YYYY-MM-DD")
+    choose(page, "Send as (step 1, Birth Date)", "MM/DD/YYYY")
+    expect(mapped_value(page, "Birth Date")).to_have_text(a["birth_date"])
+    # one Overwrite row: a blank SIS city would clear Enroll's
+    open_section(page, "Address")
+    choose(page, "Mapping Type for Home City", "direct")
+    type_in(page, "From SIS Field for Home City", "addresses.physical.city")
+    expect(mapped_value(page, "Home City")).to_have_text("Old Town")
+    overwrite = page.get_by_label("Overwrite for Home City", exact=True)
+    expect(overwrite).to_be_enabled()
+    with htmx_swap(page):
+        overwrite.check()
+    expect(page.get_by_label("Overwrite for Home City", exact=True)).to_be_checked()
+    # only the students of this connection's schools: the SIS's school numbers as Enroll's
+    open_section(page, "Enroll student record")
+    choose(page, "Mapping Type for School Number", "match_codes")
+    type_in(page, "From SIS Field for School Number", "school_enrollment.school_number")
+    choose(page, "SIS code for 100 (School Number)", "101")
+    choose(page, "SIS code for 200 (School Number)", "201")
+    choose(page, "An answer without a code (School Number)", "blank")
+    expect(mapped_value(page, "School Number")).to_have_text(student["school_number"])
+    assert page.evaluate("window.__marker") == "import mapping", "a Field Mapping change reloaded the page"
+    click(page, "button", "Save")
+    expect(page.get_by_text("Saved the Import Student Mapping")).to_be_visible()
+    expect(page.get_by_label("Overwrite for Home City", exact=True)).to_be_checked()
+    screenshot(page, "import-mapping", at=page.locator("details.mapping-section", has_text="Address"))
+
+    # Import from SIS: the preview first, nothing written
+    follow(page, page.get_by_role("button", name="Import from SIS"))
+    follow(page, page.get_by_role("button", name="Preview import"))
+    expect(page.get_by_test_id("run-import")).to_be_visible(timeout=60000)
+    expect(page.get_by_test_id("job-status")).to_have_text("Completed")
+    expect(page.get_by_test_id("n-failed")).to_have_text("0")
+    returning_row = page.get_by_test_id(f"import-item-{dcid}")
+    expect(returning_row).to_contain_text("would be linked to SIS student")
+    expect(returning_row).to_contain_text("name and birth date")
+    expect(page.get_by_test_id("preview-sample")).to_be_visible()
+    screenshot(page, "import-preview", full_page=True)
+    assert not stack.query("SELECT id FROM sislink WHERE sis_id = ?", dcid), "a preview linked a student"
+
+    # Run import, from the preview
+    follow(page, page.get_by_test_id("run-import"))
+    expect(page.get_by_test_id("job-status")).to_have_text("Completed", timeout=60000)
+    expect(page.get_by_test_id(f"import-item-{dcid}")).to_contain_text("Updated")
+
+    # the returning student's registration: linked, with the SIS's values beside the answers
+    page.goto(f"/registrations/{student['form_id']}")
+    expect(page.get_by_test_id("linked-sis-student")).to_have_text(f"Linked to SIS student {dcid}")
+    expect(page.get_by_test_id("sis-links")).to_contain_text("imported")
+    screenshot(page, "returning-student", at=page.get_by_test_id("returning-student"))
