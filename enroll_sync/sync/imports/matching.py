@@ -19,7 +19,7 @@ from typing import Any, Iterable
 
 from peewee import fn
 
-from ...db import executemany, table, write_tx
+from ...db import database, executemany, is_sqlite, table, write_tx
 from ...models import Registration, SisLink, Student, StudentProfile
 
 _NOT_ALNUM = re.compile(r"[^0-9a-z]+")
@@ -31,7 +31,10 @@ def norm_name(value: Any) -> str:
     """"  José  O'Brien-Núñez " -> "joseobriennunez"."""
     if value is None:
         return ""
-    text = unicodedata.normalize("NFKD", str(value))
+    text = str(value)
+    if text.isascii():
+        return _NOT_ALNUM.sub("", text.lower())
+    text = unicodedata.normalize("NFKD", text)
     text = "".join(c for c in text if not unicodedata.combining(c)).casefold()
     return _NOT_ALNUM.sub("", text)
 
@@ -113,6 +116,22 @@ def _chunks(values: list, n: int = 900):
         yield values[start:start + n]
 
 
+def _select_in(sql: str, values, *params) -> list[tuple]:
+    """Rows of ``sql`` for every chunk of ``values``: ``sql`` has ``?`` placeholders for
+    ``params`` first, then ``(IN)`` where the chunk's placeholders go. Plain SQL: a page
+    makes a few of these with hundreds of values each, and building them through the ORM
+    costs more than running them."""
+    values = list(values)
+    out: list[tuple] = []
+    ph = "?" if is_sqlite() else "%s"
+    for part in _chunks(values):
+        text = sql.replace("(IN)", "(" + ", ".join("?" * len(part)) + ")")
+        if ph != "?":
+            text = text.replace("?", ph)
+        out.extend(database.execute_sql(text, (*params, *part)).fetchall())
+    return out
+
+
 class PageIndex:
     """What one page of SIS students needs to know about Enroll, read in a few queries:
     links of this connection by SIS id, students by SchoolMint ID and by match key, and
@@ -121,36 +140,35 @@ class PageIndex:
     def __init__(self, org_id: int, scope: int, sis_ids: list[str], schoolmint_ids: list[str],
                  keys: list[str]):
         self.org_id, self.scope = org_id, scope
+        L, S, P = table(SisLink), table(Student), table(StudentProfile)
         #: SIS id -> student id (this connection's links)
-        self.by_link: dict[str, int] = {}
-        for part in _chunks(list(set(sis_ids))):
-            self.by_link.update({sis: sid for sid, sis in SisLink.select(SisLink.student, SisLink.sis_id).where(
-                (SisLink.connection == scope) & SisLink.sis_id.in_(part)).tuples()})
-        self.by_schoolmint: dict[str, int] = {}
-        for part in _chunks([s for s in set(schoolmint_ids) if s]):
-            self.by_schoolmint.update(dict(Student.select(Student.schoolmint_id, Student.id).where(
-                (Student.organization == org_id) & Student.schoolmint_id.in_(part)).tuples()))
+        self.by_link: dict[str, int] = {sis: sid for sid, sis in _select_in(
+            f'SELECT "student_id", "sis_id" FROM {L} WHERE "connection_id" = ? AND "sis_id" IN (IN)',
+            set(sis_ids), scope)}
+        self.by_schoolmint: dict[str, int] = dict(_select_in(
+            f'SELECT "schoolmint_id", "id" FROM {S} WHERE "organization_id" = ? AND "schoolmint_id" IN (IN)',
+            {s for s in schoolmint_ids if s}, org_id))
         self.by_key: dict[str, list[int]] = {}
-        for part in _chunks([k for k in set(keys) if k]):
-            for sid, key in Student.select(Student.id, Student.match_key).where(
-                    (Student.organization == org_id) & Student.match_key.in_(part)).order_by(Student.id).tuples():
-                self.by_key.setdefault(key, []).append(sid)
+        for sid, key in sorted(_select_in(
+                f'SELECT "id", "match_key" FROM {S} WHERE "organization_id" = ? AND "match_key" IN (IN)',
+                {k for k in keys if k}, org_id)):
+            self.by_key.setdefault(key, []).append(sid)
         found = set(self.by_link.values()) | set(self.by_schoolmint.values()) | {
             s for ids in self.by_key.values() for s in ids}
         #: student id -> the SIS id it is linked to on this connection
-        self.link_of: dict[int, str] = {}
+        self.link_of: dict[int, str] = dict(_select_in(
+            f'SELECT "student_id", "sis_id" FROM {L} WHERE "connection_id" = ? AND "student_id" IN (IN)',
+            found, scope)) if found else {}
         self.profile_of: dict[int, tuple[int, dict]] = {}
         self.student_of: dict[int, tuple[str, str, str]] = {}
-        for part in _chunks(list(found)):
-            self.link_of.update(dict(SisLink.select(SisLink.student, SisLink.sis_id).where(
-                (SisLink.connection == scope) & SisLink.student.in_(part)).tuples()))
-            for pid, sid, values in StudentProfile.select(StudentProfile.id, StudentProfile.student,
-                                                           StudentProfile.values).where(
-                    (StudentProfile.connection == scope) & StudentProfile.student.in_(part)).tuples():
+        if found:
+            for pid, sid, values in _select_in(
+                    f'SELECT "id", "student_id", "values" FROM {P} WHERE "connection_id" = ? AND "student_id" IN (IN)',
+                    found, scope):
                 self.profile_of[sid] = (pid, StudentProfile.values.python_value(values)
                                         if isinstance(values, str) else (values or {}))
-            for sid, sm, first, last in Student.select(Student.id, Student.schoolmint_id, Student.first_name,
-                                                       Student.last_name).where(Student.id.in_(part)).tuples():
+            for sid, sm, first, last in _select_in(
+                    f'SELECT "id", "schoolmint_id", "first_name", "last_name" FROM {S} WHERE "id" IN (IN)', found):
                 self.student_of[sid] = (sm, first, last)
         without = [s for s in found if s not in self.profile_of]
         #: the latest registration answers of found students that have no profile yet

@@ -73,11 +73,15 @@ def merge(before: Mapping[str, Any], mapped: Mapping[str, Any], mapped_keys: Ite
 def differences(before: Mapping[str, Any], after: Mapping[str, Any], keys: Iterable[str]) -> dict[str, list]:
     """Field -> [before, after] (None: blank) for the mapped fields that differ."""
     out = {}
+    get_old, get_new = before.get, after.get
     for key in keys:
-        old, new = before.get(key), after.get(key)
+        old, new = get_old(key), get_new(key)
+        if old == new:
+            continue
         old, new = (None if blank(old) else old), (None if blank(new) else new)
-        if old != new and not (old is not None and new is not None and str(old) == str(new)):
-            out[key] = [old, new]
+        if old == new or (old is not None and new is not None and str(old) == str(new)):
+            continue
+        out[key] = [old, new]
     return out
 
 
@@ -155,7 +159,7 @@ class ImportRule:
         if errors:
             return {}, "; ".join(f"{self.label(p.field)}: {p.message}" if p.field else p.message
                                  for p in errors[:5])
-        return {k: as_answer(v) for k, v in result.payload.items()}, None
+        return {k: (v if v.__class__ is str else as_answer(v)) for k, v in result.payload.items()}, None
 
     def label(self, key: str | None) -> str:
         return self.labels.get(key or "", key or "")
@@ -169,11 +173,13 @@ class ImportRule:
         took (a preview, which writes nothing, asks its own report)."""
         mapped: list[tuple[SISStudent, dict, str | None]] = [(s, *self.map(s)) for s in students]
         sms, keys = [], []
+        self._keys = {}
         for s, values, error in mapped:
             if error is None:
                 sms.append(self.schoolmint_id(s, values))
                 sms.append(self.generated_schoolmint_id(s))
-                keys.append(self.key_of(values))
+                self._keys[id(values)] = key = self.key_of(values)
+                keys.append(key)
         index = PageIndex(self.org_id, self.scope, [str(s.sis_id) for s in students], sms, keys)
         page = Claims()
         if earlier is not None:
@@ -223,7 +229,7 @@ class ImportRule:
         if out is not None:
             d.status, d.reason = SKIPPED, f"Not imported: {out}"
             return d
-        key = self.key_of(values)
+        key = self._keys.get(id(values)) if getattr(self, "_keys", None) else self.key_of(values)
         d.match_key = key
         sm = self.schoolmint_id(s, values)
         student_id, how = index.by_link.get(sis_id), "SIS link"
@@ -279,7 +285,8 @@ class ImportRule:
         new_sm = sm or self.generated_schoolmint_id(s)
         d.status, d.values, d.link = IMPORT_CREATED, after, True
         d.create = (new_sm, str(first).strip(), str(last).strip())
-        d.changes = differences({}, after, self.answer_keys)
+        if self.preview:  # the preview's sample shows what a new student gets; an import keeps it in the profile
+            d.changes = differences({}, after, self.answer_keys)
         d.reason = (f"{would}Create{'' if would else 'd'} Enroll student {name} (SchoolMint ID {new_sm}), "
                     f"linked to SIS student {sis_id}.")
         return d

@@ -23,6 +23,7 @@ before the next page. At the end the job is Completed with its counts, and an im
 """
 from __future__ import annotations
 
+import json
 import logging
 import queue
 import threading
@@ -30,16 +31,17 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator
 
+import orjson
 from peewee import JOIN
 
 from ...adapters import AdapterError, StudentPage
 from ...config import JobSettings, job_settings
-from ...db import database, retrying, write_tx
+from ...db import database, executemany, is_sqlite, retrying, table, write_tx
 from ...models import (ACTIVE_JOB_STATUSES, IMPORT_CREATED, IMPORT_UNCHANGED, IMPORT_UPDATED, JOB_DONE,
                        JOB_FAILED, JOB_QUEUED, JOB_RUNNING, LINK_IMPORTED, ImportItem, ImportRun, ImportState,
-                       Student, StudentProfile, SyncConnection, SyncJob, utcnow)
+                       SisLink, Student, StudentProfile, SyncConnection, SyncJob, utcnow)
 from ...redaction import scrub_text
-from ..links import LinkChange, link_scope, record_links
+from ..links import link_scope
 from .fields import import_state
 from .jobs import import_counts, school_numbers, summary
 from .matching import fill_missing_keys
@@ -291,6 +293,7 @@ class ImportRunner:
         preview = self.run_row.preview
         decisions = rule.decide_page(page.students, self.earlier_claims if preview else None)
         now = utcnow()
+        stamp = now.isoformat(" ") if is_sqlite() else now  # as peewee stores it, without the adapter's cost
         cursor = page.cursor if page.cursor is not None else READ_TO_END
 
         def write():
@@ -309,12 +312,13 @@ class ImportRunner:
                         (ImportItem.job == self.job.id) & ImportItem.sis_id.in_(ids[start:start + 900])).tuples())
                 todo = [d for d in decisions if d.sis_id not in seen]
                 if not preview:
-                    self.write_enroll(todo, now)
-                items = [dict(job=self.job.id, sis_id=d.sis_id, student=d.student_id, status=d.status,
-                              reason=d.reason, matched_by=d.matched_by, name=d.name[:255], school=d.school,
-                              match_key=d.match_key, changes=d.changes or None, finished_at=now) for d in todo]
-                for start in range(0, len(items), 200):
-                    ImportItem.insert_many(items[start:start + 200]).execute()
+                    self.write_enroll(todo, stamp)
+                executemany(
+                    f'INSERT INTO {table(ImportItem)} ("job_id", "sis_id", "student_id", "status", "reason", '
+                    f'"matched_by", "name", "school", "match_key", "changes", "finished_at") '
+                    f'VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)',
+                    [(self.job.id, d.sis_id, d.student_id, d.status, d.reason, d.matched_by, d.name[:255],
+                      d.school, d.match_key, _json(d.changes) if d.changes else None, stamp) for d in todo])
                 total = page.total if page.total is not None else None
                 upd = {"heartbeat_at": now}
                 if total is not None:
@@ -329,10 +333,10 @@ class ImportRunner:
         org, scope = self.conn.organization_id, link_scope(self.conn)
         creates = [d for d in decisions if d.status == IMPORT_CREATED and d.create]
         if creates:
-            rows = [dict(organization=org, schoolmint_id=d.create[0], first_name=d.create[1][:255],
-                         last_name=d.create[2][:255], match_key=d.match_key or "") for d in creates]
-            for start in range(0, len(rows), 200):
-                Student.insert_many(rows[start:start + 200]).execute()
+            executemany(f'INSERT INTO {table(Student)} ("organization_id", "schoolmint_id", "first_name", '
+                        f'"last_name", "match_key") VALUES (?, ?, ?, ?, ?)',
+                        [(org, d.create[0], d.create[1][:255], d.create[2][:255], d.match_key or "")
+                         for d in creates])
             sms = [d.create[0] for d in creates]
             made = {}
             for start in range(0, len(sms), 900):
@@ -341,19 +345,20 @@ class ImportRunner:
             for d in creates:
                 d.student_id = made[d.create[0]]
         writes = [d for d in decisions if d.status in (IMPORT_CREATED, IMPORT_UPDATED) and d.student_id]
-        fresh = [dict(organization=org, student=d.student_id, connection=scope, sis_id=d.sis_id,
-                      school_number=d.school, values=d.values or {}, imported_at=now, job_id=self.job.id)
-                 for d in writes if d.profile_id is None]
-        for start in range(0, len(fresh), 200):
-            StudentProfile.insert_many(fresh[start:start + 200]).execute()
-        for d in writes:
-            if d.profile_id is not None:
-                StudentProfile.update(values=d.values or {}, sis_id=d.sis_id, school_number=d.school,
-                                      imported_at=now, job_id=self.job.id).where(
-                    StudentProfile.id == d.profile_id).execute()
-            if d.new_key and d.status == IMPORT_UPDATED:
-                Student.update(match_key=rule_key(d) or "").where(Student.id == d.student_id).execute()
-        record_links([LinkChange(org, d.student_id, scope, d.sis_id, LINK_IMPORTED) for d in writes if d.link])
+        P = table(StudentProfile)
+        executemany(f'INSERT INTO {P} ("organization_id", "student_id", "connection_id", "sis_id", "school_number", '
+                    f'"values", "imported_at", "job_id") VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+                    [(org, d.student_id, scope, d.sis_id, d.school, _json(d.values or {}), now, self.job.id)
+                     for d in writes if d.profile_id is None])
+        executemany(f'UPDATE {P} SET "values"=?, "sis_id"=?, "school_number"=?, "imported_at"=?, "job_id"=? '
+                    f'WHERE "id"=?', [(_json(d.values or {}), d.sis_id, d.school, now, self.job.id, d.profile_id)
+                                      for d in writes if d.profile_id is not None])
+        executemany(f'UPDATE {table(Student)} SET "match_key"=? WHERE "id"=?',
+                    [(rule_key(d) or "", d.student_id) for d in writes if d.new_key and d.status == IMPORT_UPDATED])
+        # a student linked here had no link on this connection (else it matched by it, or is a conflict)
+        executemany(f'INSERT INTO {table(SisLink)} ("organization_id", "student_id", "connection_id", "sis_id", '
+                    f'"how", "linked_at") VALUES (?, ?, ?, ?, ?, ?)',
+                    [(org, d.student_id, scope, d.sis_id, LINK_IMPORTED, now) for d in writes if d.link])
 
     def complete(self, run: ImportRun) -> None:
         counts = import_counts(self.job.id)
@@ -368,6 +373,14 @@ class ImportRunner:
                 ImportState.update(marker=run.marker, marker_at=now).where(ImportState.id == state.id).execute()
         self.stats.finished = True
         log.info("import job %s: %s", self.job.id, summary(counts, run.preview))
+
+
+def _json(value) -> str:
+    """JSON text as ``JSONText`` stores it (orjson: a page writes thousands)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:
+        return json.dumps(value, separators=(",", ":"), default=str)
 
 
 def rule_key(d: Decision) -> str | None:
