@@ -8,17 +8,19 @@ interrupted import resumes; two SIS students for one Enroll student are a confli
 """
 from __future__ import annotations
 
+import datetime as dt
 import threading
 
 import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import (IMPORT_CONFLICT, IMPORT_CREATED, IMPORT_UNCHANGED, IMPORT_UPDATED, JOB_DONE,
-                                JOB_FAILED, JOB_RUNNING, LINK_IMPORTED, ImportItem, ImportRun, SisLink, Student,
-                                StudentProfile, SyncConnection, SyncJob)
+                                JOB_FAILED, JOB_QUEUED, LINK_IMPORTED, ImportItem, ImportRun, Registration, SisLink,
+                                Student, StudentProfile, SyncConnection, SyncJob, utcnow)
 from enroll_sync.sync.imports.jobs import resume_import, start_import
-from enroll_sync.sync.imports.runner import ImportRunner, run_import_job
-from enroll_sync.testing import close_database, demo_app, import_counts, run_import
+from enroll_sync.sync.imports.runner import ImportRunner, run_import_job, stalled_imports
+from enroll_sync.testing import close_database, import_counts, run_import
+from tests.test_sync_support import BACKENDS, backend_app
 
 from tests.import_helpers import (EDFI_OVERWRITE, EDFI_TO_ENROLL, set_up_edfi, set_up_powerschool, untwin_edfi,
                             untwin_powerschool)
@@ -42,16 +44,28 @@ def edfi():
     handle.stop()
 
 
-@pytest.fixture
-def app(tmp_path, ps, edfi):
+@pytest.fixture(params=BACKENDS)
+def app(request, tmp_path, ps, edfi):
     """The demo district without registrations (so every SIS student is new to Enroll),
-    its connections on the two sandboxes, retrying quickly."""
+    its connections on the two sandboxes, retrying quickly; on SQLite and (when
+    ENROLL_SYNC_TEST_POSTGRES_URL and _REDIS_URL are set) on PostgreSQL."""
     ps.reset()
     edfi.reset()
-    application = demo_app(tmp_path, {"powerschool": ps.url, "edfi": edfi.url}, registrations=0,
-                           connection_settings={"retry_backoff": 0.01, "max_backoff": 0.05},
-                           JOB_RETRY_BACKOFF_SECONDS="0.01")
-    yield application
+    for application in backend_app(request.param, tmp_path, JOB_RETRY_BACKOFF_SECONDS="0.01"):
+        with application.app_context(), database.connection_context():
+            Registration.delete().execute()
+            Student.delete().execute()
+            for conn in SyncConnection.select():
+                if conn.adapter == "powerschool":
+                    moved = {"server_url": ps.url}
+                else:
+                    from sis_generic.sandbox import edfi_settings
+                    moved = {k: v for k, v in edfi_settings(edfi.url).items()
+                             if k in ("base_url", "schema_url", "oauth_url")}
+                conn.settings = {**conn.settings, **moved, "retry_backoff": 0.01, "max_backoff": 0.05}
+                conn.updated_at = utcnow()
+                conn.save()
+        yield application
     close_database()
 
 
@@ -151,6 +165,10 @@ def test_powerschool_page_that_keeps_failing_stops_and_resume_finishes_without_d
 
 
 def test_an_interrupted_import_resumes_after_its_last_recorded_page(app, ps):
+    """A worker told to stop (shutting down) hands the job back after its page; the next
+    task goes on from the stored cursor. (A worker killed mid-page leaves the page
+    unrecorded: its transaction never committed, and recovery hands the job on once its
+    heartbeat is stale: see the next test.)"""
     conn_id = set_up_powerschool(app)
     ps.seed_students(900, seed=5)
     untwin_powerschool(ps)
@@ -166,15 +184,43 @@ def test_an_interrupted_import_resumes_after_its_last_recorded_page(app, ps):
             if runner.stats.pages == 3:
                 stop.set()
         runner.record = record_then_stop
-        stats = runner.run()
-        assert stats.stopped and SyncJob.get_by_id(job.id).status == JOB_RUNNING
+        requeued = []
+        stats = runner.run(requeue=requeued.append)
+        assert stats.stopped and requeued == [job.id], "the stopping worker hands the job back"
+        assert SyncJob.get_by_id(job.id).status == JOB_QUEUED
         assert ImportRun.get(ImportRun.job == job.id).cursor == "4:100"
-        # the job's heartbeat is stale for the next task (as after a crash)
-        SyncJob.update(heartbeat_at=None).where(SyncJob.id == job.id).execute()
         run_import_job(app, job.id)
     done = import_counts(app, job.id)
     assert done.status == JOB_DONE and done.counts == {IMPORT_CREATED: 900}
     assert enroll_state(app, conn_id) == (900, 900)
+
+
+def test_a_task_killed_mid_page_is_taken_over_without_duplicates(app, ps):
+    conn_id = set_up_powerschool(app)
+    ps.seed_students(700, seed=10)
+    untwin_powerschool(ps)
+    ps.set_faults(student_max_page_size=100)
+    with app.app_context(), database.connection_context():
+        job = start_import(app, SyncConnection.get_by_id(conn_id), None, preview=False)
+        runner = ImportRunner(app, job)
+        original = runner.write_enroll
+
+        def die_in_page_four(decisions, now):  # the process dies while recording page 4
+            original(decisions, now)
+            if runner.stats.pages == 3:
+                raise SystemExit("killed")
+        runner.write_enroll = die_in_page_four
+        with pytest.raises(SystemExit):
+            runner.run()
+        assert SyncJob.get_by_id(job.id).status == "Running" and ImportRun.get(ImportRun.job == job.id).pages == 3
+        assert enroll_state(app, conn_id)[0] == 300, "page 4 was never committed"
+        # recovery finds the job's heartbeat stale and a new task takes it over (a new lease)
+        SyncJob.update(heartbeat_at=utcnow() - dt.timedelta(hours=1)).where(SyncJob.id == job.id).execute()
+        assert job.id in stalled_imports(app)
+        run_import_job(app, job.id)
+    done = import_counts(app, job.id)
+    assert done.status == JOB_DONE and done.counts == {IMPORT_CREATED: 700}
+    assert enroll_state(app, conn_id) == (700, 700)
 
 
 def test_two_sis_students_for_one_enroll_student_are_a_conflict(app, ps):

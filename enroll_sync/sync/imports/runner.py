@@ -23,6 +23,7 @@ before the next page. At the end the job is Completed with its counts, and an im
 """
 from __future__ import annotations
 
+import datetime as dt
 import json
 import logging
 import queue
@@ -156,7 +157,6 @@ class ImportRunner:
     # -- taking the job
     def claim(self) -> bool:
         """Take the job: Queued, or Running under a task whose heartbeat went stale."""
-        import datetime as dt
         now = utcnow()
         stale = now - dt.timedelta(seconds=self.cfg.stale)
 
@@ -172,6 +172,14 @@ class ImportRunner:
                     ImportRun.update(lease=self.lease).where(ImportRun.id == self.run_row.id).execute()
                 return bool(ok)
         return retrying(take)
+
+    def release(self) -> None:
+        """Give the job back to the queue (Queued, no lease): it goes on after its last recorded page."""
+        with write_tx():
+            if ImportRun.update(lease=None).where((ImportRun.id == self.run_row.id)
+                                                  & (ImportRun.lease == self.lease)).execute():
+                SyncJob.update(status=JOB_QUEUED, heartbeat_at=utcnow()).where(
+                    (SyncJob.id == self.job.id) & (SyncJob.status == JOB_RUNNING)).execute()
 
     def fail(self, message: str) -> None:
         now = utcnow()
@@ -227,8 +235,9 @@ class ImportRunner:
 
             pages = _Prefetch(open_pages, run.cursor)
             while True:
-                if self.stop.is_set():
+                if self.stop.is_set():  # the worker is stopping: hand the job back, the next task goes on
                     self.stats.stopped = True
+                    self.release()
                     if requeue is not None:
                         requeue(self.job.id)
                     return self.stats
@@ -404,7 +413,6 @@ def run_import_job(app, job_id: int, *, stop: threading.Event | None = None,
 def stalled_imports(app) -> list[int]:
     """Import jobs no live task is running: Queued or Running with a heartbeat older than
     ``JOB_STALE_SECONDS`` (recovery hands them back to the queue)."""
-    import datetime as dt
     cutoff = utcnow() - dt.timedelta(seconds=job_settings(app).stale)
     return [j for (j,) in SyncJob.select(SyncJob.id).join(ImportRun, JOIN.INNER, on=(ImportRun.job == SyncJob.id))
             .where(SyncJob.status.in_(ACTIVE_JOB_STATUSES)
