@@ -13,7 +13,7 @@ from enroll_sync.db import database
 from enroll_sync.importer import import_registrations
 from enroll_sync.models import (APPROVED, JOB_DONE, ImportRun, Mapping, Organization, Registration, SyncJob)
 from enroll_sync.sync.imports.schedule import run_scheduled_imports
-from enroll_sync.testing import close_database, demo_app, run_worker, save_import_mapping, wait_for_job
+from enroll_sync.testing import run_worker, save_import_mapping, wait_for_job
 
 from tests.import_helpers import PS_ROWS, assign_schools
 

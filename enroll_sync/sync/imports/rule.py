@@ -28,7 +28,7 @@ from ...mapping import MappingContext
 from ...mapping.engine import ERROR, CompiledMapping
 from ...models import (IMPORT_CONFLICT, IMPORT_CREATED, IMPORT_UNCHANGED, IMPORT_UPDATED, SKIPPED, SYNC_FAILED)
 from .fields import BIRTH_DATE, FIRST_NAME, LAST_NAME, SCHOOL_NUMBER, SCHOOLMINT_ID, SYSTEM_KEYS
-from .matching import PageIndex, match_key, norm_name
+from .matching import PageIndex, match_key
 
 #: how many changed fields a reason names before "and N more"
 SHOWN_FIELDS = 4
@@ -171,15 +171,17 @@ class ImportRule:
 
         ``earlier(keys, student_ids, schoolmint_ids)``: what earlier pages of this job
         took (a preview, which writes nothing, asks its own report)."""
-        mapped: list[tuple[SISStudent, dict, str | None]] = [(s, *self.map(s)) for s in students]
+        mapped: list[tuple[SISStudent, dict, str | None, str | None]] = []
         sms, keys = [], []
-        self._keys = {}
-        for s, values, error in mapped:
+        for s in students:
+            values, error = self.map(s)
+            key = None
             if error is None:
                 sms.append(self.schoolmint_id(s, values))
                 sms.append(self.generated_schoolmint_id(s))
-                self._keys[id(values)] = key = self.key_of(values)
+                key = self.key_of(values)
                 keys.append(key)
+            mapped.append((s, values, error, key))
         index = PageIndex(self.org_id, self.scope, [str(s.sis_id) for s in students], sms, keys)
         page = Claims()
         if earlier is not None:
@@ -187,7 +189,7 @@ class ImportRule:
                 x for ids in index.by_key.values() for x in ids}
             earlier = earlier([k for k in keys if k], sorted(found), [x for x in sms if x])
         earlier = earlier or Claims()
-        return [self.decide(s, values, error, index, page, earlier) for s, values, error in mapped]
+        return [self.decide(s, values, error, key, index, page, earlier) for s, values, error, key in mapped]
 
     def schoolmint_id(self, student: SISStudent, values: Mapping) -> str | None:
         sm = values.get(SCHOOLMINT_ID)
@@ -214,8 +216,8 @@ class ImportRule:
         return f"School {school} is not one of this connection's schools."
 
     # -- one student
-    def decide(self, s: SISStudent, values: dict, error: str | None, index: PageIndex, page: Claims,
-               earlier: Claims) -> Decision:
+    def decide(self, s: SISStudent, values: dict, error: str | None, key: str | None, index: PageIndex,
+               page: Claims, earlier: Claims) -> Decision:
         sis_id = str(s.sis_id)
         name = " ".join(str(values.get(k) or "").strip() for k in (FIRST_NAME, LAST_NAME)).strip()
         school = values.get(SCHOOL_NUMBER) or s.school
@@ -229,7 +231,6 @@ class ImportRule:
         if out is not None:
             d.status, d.reason = SKIPPED, f"Not imported: {out}"
             return d
-        key = self._keys.get(id(values)) if getattr(self, "_keys", None) else self.key_of(values)
         d.match_key = key
         sm = self.schoolmint_id(s, values)
         student_id, how = index.by_link.get(sis_id), "SIS link"
@@ -325,9 +326,4 @@ class ImportRule:
         return d
 
 
-def display_name(values: Mapping) -> str:
-    return " ".join(str(values.get(k) or "").strip() for k in (FIRST_NAME, LAST_NAME)).strip()
-
-
-__all__ = ["ImportRule", "Decision", "Claims", "merge", "differences", "as_answer", "school_key", "blank",
-           "norm_name"]
+__all__ = ["ImportRule", "Decision", "Claims", "merge", "differences", "as_answer", "school_key", "blank"]
