@@ -277,13 +277,13 @@ class JobRunner:
                          .order_by(SyncItem.id).limit(size).tuples())
             if not pairs:
                 return []
-            items = ",".join("?" * len(pairs))
+            values = ",".join("(?, ?)" * 1 for _ in pairs)
             rows = fetch(
-                f'UPDATE {R} SET "sync_lock" = (SELECT CAST(i."id" AS TEXT) FROM {I} i WHERE '
-                f'i."registration_id" = {R}."id" AND i."id" IN ({items}) ORDER BY i."id" LIMIT 1), '
-                f'"sync_lock_at" = ?, "sync_status" = ? WHERE "id" IN ({items}) '
-                f'AND ("sync_lock" IS NULL OR "sync_lock_at" < ?) RETURNING "id", "sync_lock"',
-                [*(i for i, _ in pairs), now, SYNC_IN_PROGRESS, *(r for _, r in pairs), cutoff])
+                f'UPDATE {R} SET "sync_lock" = m.lock, "sync_lock_at" = ?, "sync_status" = ? '
+                f'FROM (SELECT column1 AS reg, column2 AS lock FROM (VALUES {values})) AS m '
+                f'WHERE {R}."id" = m.reg AND ({R}."sync_lock" IS NULL OR {R}."sync_lock_at" < ?) '
+                f'RETURNING {R}."id", {R}."sync_lock"',
+                [now, SYNC_IN_PROGRESS, *(v for i, r in pairs for v in (r, str(i))), cutoff])
             held = dict(rows)
             taken = [(i, r) for i, r in pairs if held.get(r) == str(i)]
             if taken:
@@ -352,7 +352,19 @@ class JobRunner:
             else:
                 to_send.append(send)
         chunk.check = check
+        if to_send and conn is not None:
+            self._prepare_export(conn, [s.record for s in to_send])
         return chunk
+
+    def _prepare_export(self, conn: SyncConnection, records: list[ExportRecord]) -> None:
+        """Let the adapter do its look-ups for these records now, while the previous chunk
+        is on its way (``SISAdapter.prepare``); a failure here is the export's to report."""
+        from .connections import open_adapter
+        try:
+            open_adapter(conn, self.app).prepare(records)
+        except Exception:
+            log.info("preparing an export through connection %s failed; the export looks up itself",
+                     conn.id, exc_info=True)
 
     def send_chunk(self, chunk: _Chunk) -> None:
         """Export what the chunk has to send (nothing when the job was cancelled after the

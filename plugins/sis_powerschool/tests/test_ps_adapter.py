@@ -220,11 +220,31 @@ def test_match_before_insert_second_sync_updates(adapter, sandbox):
     assert "school_enrollment" not in second[records[0].record_id].sent
 
 
-def test_match_uses_one_range_request_for_new_students(adapter, sandbox):
+def test_match_of_new_students_costs_two_requests_not_one_per_student(adapter, sandbox):
     adapter.export([record() for _ in range(50)])
     searches = lookups(sandbox)
-    assert len(searches) == 1 and searches[0]["path"].endswith("/count")
-    assert "local_id%3Dge%3D" in searches[0]["query"]
+    # the district's count and one page of the student list (the key snapshot): no student
+    # has these Student Numbers, so none is looked up
+    assert len(searches) == 2 and searches[0]["path"].endswith("/count"), searches
+    assert "local_id" not in "".join(s["query"] for s in searches)
+    # the next export reads only the students added since (one page), not the district again
+    adapter.export([record() for _ in range(50)])
+    again = lookups(sandbox)[2:]
+    assert len(again) == 2 and "id%3Dgt%3D" in again[1]["query"], again
+
+
+def test_a_student_added_by_hand_meanwhile_is_matched_not_duplicated(adapter, sandbox):
+    """The key snapshot is brought up to date before every use: a student someone else
+    inserts between two exports is seen, by Student Number and by state ID."""
+    adapter.export([record() for _ in range(3)])
+    lid = next_local_id()
+    plain = PowerSchoolAdapter({**adapter.settings, "match_existing": False})
+    [by_hand] = plain.export([record("hand", local_id=lid), ])
+    [other] = plain.export([record("hand2", state_province_id="CA-9")])
+    results = by_id(adapter.export([record("a", local_id=lid), record("b", state_province_id="CA-9")]))
+    assert results["a"].action == "update" and results["a"].sis_id == by_hand.sis_id
+    assert results["b"].action == "update" and results["b"].sis_id == other.sis_id
+    assert sandbox.count() == 5
 
 
 def test_match_among_many_unrelated_students(make_adapter, sandbox):
