@@ -1089,13 +1089,12 @@ class _KeySnapshot:
     that match-before-insert need not ask about a key no student has.
 
     Why a key absent from it provably belongs to no student: it is read from the student
-    list (``id``, ``local_id``, ``state_province_id``; no expansions, the pages in id order),
-    and before each use it is brought up to date with what was added since: PowerSchool's
-    DCIDs only grow and are never given again (a SIS restored from a backup gives its
-    students new ones), so ``q=id=gt=<highest DCID read>`` returns every student inserted
-    since, by anyone. The district's student count, taken before that read, checks it: when
-    it knows fewer students than were counted, it is read again from scratch (a student
-    deleted since only leaves a key that is still looked up). What it cannot see is a student
+    list (``id``, ``local_id``, ``state_province_id``; no expansions), in pages by DCID
+    (``q=id=gt=<the highest DCID read>``), and before each use it reads the students added
+    since the same way. PowerSchool's DCIDs only grow and are never given again (a SIS
+    restored from a backup gives its students new ones), so that read returns every student
+    inserted since, by anyone; a student deleted since only leaves a key that is still looked
+    up. What it cannot see is a student
     *edited* by hand in the meantime to take a key it did not have; PowerSchool keeps
     ``local_id`` unique (an insert of an existing one is refused with ``INVALID_LOCAL_ID``,
     which is then looked up and updated), so only a State Student Number typed into another
@@ -1139,42 +1138,23 @@ class _KeySnapshot:
                 else:
                     bucket.pop(v, None)
 
-    def _read_since(self, adapter: "PowerSchoolAdapter", upto: int) -> None:
+    def _read_since(self, adapter: "PowerSchoolAdapter") -> None:
+        """Every student with a DCID above the highest read, page by page by DCID (a page
+        starts after the last DCID of the one before, so a student deleted or added while
+        it reads cannot shift one past it)."""
         size = adapter.page_size()
-        page = 1
         while True:
-            params: dict[str, Any] = {"q": f"id=gt={upto}", "page": page, "pagesize": size}
-            students = _students_of(adapter._get(SEARCH_PATH, **params), strict=True)
+            students = _students_of(adapter._get(SEARCH_PATH, q=f"id=gt={self.upto}", page=1, pagesize=size),
+                                    strict=True)
             for st in students:
                 self._add(st)
             if len(students) < size:
                 return
-            page += 1
-
-    def _total(self, adapter: "PowerSchoolAdapter") -> int:
-        where = f"GET {SEARCH_PATH}/count"
-        count = _object_in(adapter._get(SEARCH_PATH + "/count"), "resource", where).get("count")
-        count = None if isinstance(count, bool) else _positive_int(count, zero=True)
-        if count is None:
-            raise _malformed(where, "without a readable count")
-        return count
 
     def _refresh(self, adapter: "PowerSchoolAdapter") -> bool:
-        """Bring it up to date; False when it cannot be trusted now (nothing is skipped)."""
+        """Bring it up to date: one request when fewer than a page of students were added."""
         try:
-            # counted first: every student counted is read below (new ones by the DCID
-            # watermark), so fewer known than counted means one was missed: read all again.
-            # More known than counted means some were deleted: harmless (a key still known
-            # is only looked up, never skipped).
-            total = self._total(adapter)
-            self._read_since(adapter, self.upto)
-            if len(self.dcids) < total:
-                self._reset()
-                total = self._total(adapter)
-                self._read_since(adapter, 0)
-                if len(self.dcids) < total:  # the students could not be read consistently
-                    self._reset()
-                    return False
+            self._read_since(adapter)
             return True
         except BaseException:
             self._reset()
