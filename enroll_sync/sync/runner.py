@@ -352,9 +352,13 @@ class JobRunner:
             else:
                 to_send.append(send)
         chunk.check = check
-        if to_send and conn is not None:
-            self._prepare_export(conn, [s.record for s in to_send])
         return chunk
+
+    def look_up(self, chunk: _Chunk) -> None:
+        """The adapter's look-ups for a mapped chunk (its own pipeline stage: they wait on
+        the SIS while the task maps the next chunk and the exporter sends the one before)."""
+        if chunk.to_send and chunk.conn is not None:
+            self._prepare_export(chunk.conn, [s.record for s in chunk.to_send])
 
     def _prepare_export(self, conn: SyncConnection, records: list[ExportRecord]) -> None:
         """Let the adapter do its look-ups for these records now, while the previous chunk
@@ -606,15 +610,16 @@ class JobRunner:
 class _Pipeline:
     """The exporter and writer threads of one task.
 
-    The task's own thread claims and maps chunk k+1 while the exporter sends chunk k and
-    the writer records chunk k-1. ``wait_for_room`` lets the task claim only when at most
-    one chunk is waiting to be sent besides the one being sent, so little is claimed
-    ahead (a cancel skips what was not sent). A stage that fails stops the pipeline; the
+    The task's own thread claims and maps chunk k+2 while a look-up thread has the
+    adapter prepare chunk k+1 (``SISAdapter.prepare``), the exporter sends chunk k and the
+    writer records chunk k-1. ``wait_for_room`` lets the task claim only when at most
+    ``AHEAD`` chunks wait besides the one being sent, so little is claimed ahead (a cancel
+    skips what was not sent). A stage that fails stops the pipeline; the
     chunks it held stay In Progress under their markers, and recovery takes them back
     once the task is gone, as after a crash.
     """
 
-    AHEAD = 1
+    AHEAD = 2  # chunks claimed besides the one being sent (one mapped, one being looked up)
 
     def __init__(self, runner: JobRunner):
         self.runner = runner
@@ -622,9 +627,12 @@ class _Pipeline:
         self.unsent = 0       # submitted, export not finished
         self.unrecorded = 0   # submitted, not recorded
         self.error: BaseException | None = None
+        self.to_look_up: queue.Queue = queue.Queue()
         self.to_send: queue.Queue = queue.Queue()
         self.to_record: queue.Queue = queue.Queue()
-        self.threads = [threading.Thread(target=self._thread, args=(self._send_loop,), daemon=True,
+        self.threads = [threading.Thread(target=self._thread, args=(self._look_up_loop,), daemon=True,
+                                         name=f"sync-look-up-{runner.job_id}"),
+                        threading.Thread(target=self._thread, args=(self._send_loop,), daemon=True,
                                          name=f"sync-send-{runner.job_id}"),
                         threading.Thread(target=self._thread, args=(self._record_loop,), daemon=True,
                                          name=f"sync-record-{runner.job_id}")]
@@ -643,6 +651,16 @@ class _Pipeline:
             if self.error is None:
                 self.error = exc
             self.cond.notify_all()
+
+    def _look_up_loop(self) -> None:
+        while True:
+            chunk = self.to_look_up.get()
+            if chunk is None:
+                self.to_send.put(None)
+                return
+            if self.error is None:
+                self.runner.look_up(chunk)  # never raises: the export looks up itself
+            self.to_send.put(chunk)
 
     def _send_loop(self) -> None:
         while True:
@@ -683,7 +701,7 @@ class _Pipeline:
         with self.cond:
             self.unsent += 1
             self.unrecorded += 1
-        self.to_send.put(chunk)
+        self.to_look_up.put(chunk)
 
     def wait_for_room(self) -> bool:
         """Wait until the next chunk may be claimed; False when a stage failed."""
@@ -703,7 +721,7 @@ class _Pipeline:
         if self.closed:
             return
         self.closed = True
-        self.to_send.put(None)
+        self.to_look_up.put(None)
         for t in self.threads:
             t.join()
 
