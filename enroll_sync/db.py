@@ -86,6 +86,20 @@ def execute(sql: str, params: tuple) -> None:
     database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), params)
 
 
+def fetch(sql: str, params: tuple | list) -> list[tuple]:
+    """Run one statement (``?`` placeholders; ``UPDATE ... RETURNING`` too) and return its rows."""
+    return list(database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), tuple(params)).fetchall())
+
+
+def execute_values(sql: str, rows: list[tuple], template: str, page_size: int = 1000) -> None:
+    """PostgreSQL only: run ``sql`` (one ``%s`` where ``VALUES`` rows go, as in
+    ``UPDATE t SET ... FROM (VALUES %s) AS v(...)``) for many rows in few round trips."""
+    if not rows:
+        return
+    from psycopg2.extras import execute_values as ev
+    ev(database.cursor(), sql, rows, template=template, page_size=page_size)
+
+
 def retrying(fn, attempts: int = 5):
     """Run a transaction, again if the database chose it as a deadlock victim or
     could not serialize it (PostgreSQL), or stayed locked too long (SQLite)."""
