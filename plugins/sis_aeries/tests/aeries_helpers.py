@@ -1,0 +1,22 @@
+"""Helpers shared by the Aeries tests (a unique module name, not conftest)."""
+from __future__ import annotations
+
+import itertools
+
+_n = itertools.count(1)
+
+
+def unique_last_name(prefix: str = "Rivera") -> str:
+    return f"{prefix}{next(_n):05d}"
+
+
+def insert_body(**overrides) -> dict:
+    """An InsertStudent body with Aeries' write names."""
+    body = {"LastName": unique_last_name(), "FirstName": "Ana", "MiddleName": "Luz", "Gender": "F",
+            "Grade": 0, "NextGrade": 1, "BirthDate": "2020-03-14", "HomePhone": "(555) 201-3344",
+            "HomeLanguageCode": "01", "EthnicityCode": "Y", "Race1Code": "700",
+            "SchoolEnterDate": "2025-08-20", "ParentGuardianName": "Maria Rivera",
+            "MailingAddress": "12 Oak St", "MailingAddressCity": "Eagle Rock",
+            "MailingAddressState": "CA", "MailingAddressZipCode": "99999"}
+    body.update(overrides)
+    return {k: v for k, v in body.items() if v is not None}
