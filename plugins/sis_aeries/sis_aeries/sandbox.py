@@ -888,7 +888,7 @@ def create_app(store: SandboxStore) -> Flask:
     def _rejected(body: dict, doc: dict | None = None) -> Response | None:
         last = body.get("LastName", (doc or {}).get("LastName"))
         if isinstance(last, str) and last.lower() in {str(x).lower() for x in store.faults.get("reject_last_names") or ()}:
-            return fail(400, f"Student {last} was rejected by a district validation rule (sandbox fault).")
+            return fail(400, f"LastName '{last}' was rejected by a district validation rule (sandbox fault).")
         return None
 
     @app.post("/api/<any(v4,v5):v>/schools/<int:sc>/InsertStudent")

@@ -20,3 +20,26 @@ def insert_body(**overrides) -> dict:
             "MailingAddressState": "CA", "MailingAddressZipCode": "99999"}
     body.update(overrides)
     return {k: v for k, v in body.items() if v is not None}
+
+
+def payload(**overrides) -> dict:
+    """A flat mapped payload (target keys = Aeries write names) valid for a new student."""
+    p = {"LastName": unique_last_name(), "FirstName": "Ana", "MiddleName": "Luz",
+         "BirthDate": "2017-03-14", "Gender": "F", "SchoolCode": "990", "Grade": "3",
+         "HomePhone": "(555) 201-3344", "HomeLanguageCode": "01", "EthnicityCode": "Y",
+         "Race1Code": "700", "SchoolEnterDate": "2025-08-20", "ParentGuardianName": "Maria Rivera",
+         "MailingAddress": "12 Oak St", "MailingAddressCity": "Eagle Rock", "MailingAddressState": "CA",
+         "MailingAddressZipCode": "99999"}
+    p.update(overrides)
+    return {k: v for k, v in p.items() if v is not None}
+
+
+def record(record_id=None, sis_id=None, **overrides):
+    from enroll_sync import ExportRecord
+
+    p = payload(**overrides)
+    return ExportRecord(record_id=str(record_id or f"reg-{p['LastName']}"), payload=p, sis_id=sis_id)
+
+
+def posts(sandbox, what=""):
+    return [r for r in sandbox.requests() if r["method"] == "POST" and what in r["path"]]

@@ -30,3 +30,31 @@ def api(sandbox):
                                                      "Accept": "application/json"},
                       timeout=10) as client:
         yield client
+
+
+FAST = {"retry_backoff": 0.005, "max_backoff": 0.05, "max_attempts": 4, "timeout_s": 2}
+
+
+@pytest.fixture
+def make_adapter(sandbox):
+    """make_adapter(**settings) -> AeriesAdapter on the sandbox (closed after the test)."""
+    from sis_aeries.adapter import AeriesAdapter
+
+    made = []
+
+    def make(**overrides):
+        settings = {"server_url": sandbox.url, "certificate": sandbox.cert, "school_year": 2025,
+                    "batch_size": 100, **FAST}
+        settings.update(overrides)
+        adapter = AeriesAdapter(settings)
+        made.append(adapter)
+        return adapter
+
+    yield make
+    for a in made:
+        a.close()
+
+
+@pytest.fixture
+def adapter(make_adapter):
+    return make_adapter()
