@@ -35,6 +35,7 @@ What this adapter does about Aeries' traps (``shared/reference/aeries-api.md``):
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime as dt
 import email.utils
 import logging
@@ -145,6 +146,45 @@ FIELDS: tuple[AeriesField, ...] = (
 BY_KEY = {f.key: f for f in FIELDS}
 YES_NO = (Code("Y", "Yes"), Code("N", "No"))
 MATCH_KEYS = ("LastName", "FirstName", "BirthDate")
+
+#: contact slots of a registration (guardians, emergency contacts): ``contacts.{i}.{WriteName}``
+CONTACT_SLOTS = 4
+CONTACT_PREFIX = "contacts."
+_CMATCH = "With the first name, finds the student's existing Aeries contact to update instead of adding a copy."
+CONTACT_FIELDS: tuple[AeriesField, ...] = (
+    _f("FirstName", "First Name", section="contact", n=20, help=_CMATCH),
+    _f("LastName", "Last Name", section="contact", n=50, help=_CMATCH),
+    _f("MiddleName", "Middle Name", section="contact", n=20),
+    _f("NamePrefix", "Name Prefix", section="contact", n=5),
+    _f("NameSuffix", "Name Suffix", section="contact", n=10),
+    _f("MailingName", "Mailing Name", section="contact", n=50, help="The name on mail labels."),
+    _f("RelationshipToStudentCode", "Relationship", "code", "contact", n=2, codes=("CON", "RL")),
+    _f("ContactOrder", "Contact Order", "int", "contact", help="1 is called first."),
+    _f("PrimaryContact", "Primary Contact", "yn", "contact", n=1),
+    _f("LivesWithStudentIndicator", "Lives With Student", "yn", "contact", n=1),
+    _f("EducationalRightsHolder", "Educational Rights Holder", "yn", "contact", n=1),
+    _f("EnrolledTheStudentIndicator", "Enrolled the Student", "yn", "contact", n=1),
+    _f("AccessToPortal", "Parent Portal Access", "yn", "contact", n=1),
+    _f("MailTagCode", "Receives Mail", "code", "contact", n=1, codes=("CON", "MT")),
+    _f("MiscCode", "Record Type", "code", "contact", n=2, codes=("CON", "CD")),
+    _f("CellPhone", "Cell Phone", "phone", "contact"),
+    _f("HomePhone", "Home Phone", "phone", "contact"),
+    _f("WorkPhone", "Work Phone", "phone", "contact"),
+    _f("WorkPhoneExt", "Work Phone Extension", section="contact", n=5),
+    _f("EmailAddress", "Email", section="contact", n=50),
+    _f("Address", "Street", section="contact", n=50),
+    _f("AddressCity", "City", section="contact", n=24),
+    _f("AddressState", "State", section="contact", n=2),
+    _f("AddressZip", "ZIP Code", section="contact", read="AddressZipCode", n=5,
+       help="Sent as AddressZip, answered as AddressZipCode."),
+    _f("AddressZipExt", "ZIP Extension", section="contact", n=4),
+    _f("CorrespondenceLanguageCode", "Correspondence Language", "code", "contact", n=2, codes=("CON", "CL")),
+    _f("NotificationPreferenceCode", "Notification Preference", "code", "contact", n=1, codes=("CON", "NP")),
+    _f("EmployerName", "Employer", section="contact", n=50),
+    _f("Occupation", "Occupation", section="contact", n=30),
+)
+CONTACT_BY_KEY = {f.key: f for f in CONTACT_FIELDS}
+CONTACT_KEY_RE = re.compile(r"^contacts\.(\d+)\.([A-Za-z0-9]+)$")
 
 
 # ----------------------------------------------------------------------------- small helpers
@@ -325,6 +365,8 @@ class _Plan:
     sis_id: str | None = None        # the StudentID to update (None: insert)
     note: str = ""                   # how the student was matched / relinked
     result: ExportResult | None = None
+    contacts: list[tuple[int, dict]] = field(default_factory=list)   # (slot, InsertContact body)
+    contact_errors: list[FieldError] = field(default_factory=list)   # found before sending
 
 
 class AeriesAdapter(SISAdapter):
@@ -501,7 +543,7 @@ class AeriesAdapter(SISAdapter):
         try:
             schools = [s for s in self._get("/schools", "schools", expect=list) if isinstance(s, Mapping)]
             code_sets: dict[tuple[str, str], tuple[Code, ...]] = {}
-            for pair in sorted({f.codes for f in FIELDS if f.codes}):
+            for pair in sorted({f.codes for f in (*FIELDS, *CONTACT_FIELDS) if f.codes}):
                 code_sets[pair] = self._codes(*pair)
             grades = self._grade_codes()
         except TransportError as exc:
@@ -514,7 +556,14 @@ class AeriesAdapter(SISAdapter):
         sections: dict[str, list[TargetField]] = {k: [] for k in SECTIONS}
         for f in FIELDS:
             sections[f.section].append(self._target(f, code_sets, grades, school_codes))
-        return [FieldSection(k, SECTIONS[k], tuple(v)) for k, v in sections.items() if v]
+        out = [FieldSection(k, SECTIONS[k], tuple(v)) for k, v in sections.items() if v]
+        for i in range(CONTACT_SLOTS):
+            fields = []
+            for f in CONTACT_FIELDS:
+                t = self._target(f, code_sets, grades, school_codes)
+                fields.append(dataclasses.replace(t, key=f"{CONTACT_PREFIX}{i}.{f.key}"))
+            out.append(FieldSection(f"{CONTACT_PREFIX}{i}", f"Contact {i + 1}", tuple(fields)))
+        return out
 
     def _target(self, f: AeriesField, code_sets, grades, school_codes) -> TargetField:
         codes: tuple[Code, ...] = ()
@@ -599,7 +648,42 @@ class AeriesAdapter(SISAdapter):
             line = f"POST {API}/UpdateStudent/{sis_id}{year}"
         else:
             line = f"POST {API}/schools/{school if school is not None else '{SchoolCode}'}/InsertStudent{year}"
-        return {"request": line, "body": body}
+        out: dict[str, Any] = {"request": line, "body": body}
+        contacts, _ = self.build_contacts(record)
+        if contacts:
+            # An existing contact (same name, or same last name and phone/email) is updated instead.
+            out["contacts"] = [{"request": f"POST {API}/InsertContact/{sis_id or '{StudentID}'}{year}",
+                                "body": b} for _, b in contacts]
+        return out
+
+    def build_contacts(self, record: ExportRecord) -> tuple[list[tuple[int, dict]], list[FieldError]]:
+        """The InsertContact/UpdateContact bodies of the record's contact slots
+        (``contacts.{i}.{WriteName}``; a slot without any value is left out), and what is
+        wrong with them by Aeries' rules."""
+        slots: dict[int, dict] = {}
+        errors: list[FieldError] = []
+        refused: set[int] = set()   # a slot with a bad value is not sent at all, like a student
+        for key, value in record.payload.items():
+            if not key.startswith(CONTACT_PREFIX):
+                continue
+            m = CONTACT_KEY_RE.match(key)
+            f = CONTACT_BY_KEY.get(m.group(2)) if m else None
+            if f is None or int(m.group(1)) >= CONTACT_SLOTS:
+                errors.append(FieldError(key, "UNKNOWN_FIELD", f"{key} is not an Aeries contact field Enroll "
+                                                               f"Sync writes. Refresh the fields and fix the mapping."))
+                continue
+            if value is None or (isinstance(value, str) and not value.strip()):
+                continue
+            coerced, problem = _coerce(f, value)
+            if not problem and f.key == "ContactOrder" and coerced < 1:
+                problem = "Contact Order must be 1 or more."
+            if problem:
+                errors.append(FieldError(key, "INVALID_VALUE",
+                                         f"Contact {int(m.group(1)) + 1} was not sent: {problem}"))
+                refused.add(int(m.group(1)))
+                continue
+            slots.setdefault(int(m.group(1)), {})[f.key] = coerced
+        return sorted((i, b) for i, b in slots.items() if i not in refused), errors
 
     def build_body(self, record: ExportRecord, *, update: bool) -> tuple[dict, list[FieldError]]:
         """The InsertStudent/UpdateStudent body (write names) and what is wrong with the
@@ -607,7 +691,7 @@ class AeriesAdapter(SISAdapter):
         body: dict[str, Any] = {}
         errors: list[FieldError] = []
         for key, value in record.payload.items():
-            if value is None:
+            if value is None or key.startswith(CONTACT_PREFIX):
                 continue
             f = BY_KEY.get(key)
             if f is None:
@@ -654,6 +738,7 @@ class AeriesAdapter(SISAdapter):
             linked = str(r.sis_id).strip() if r.sis_id not in (None, "") else None
             body, errors = self.build_body(r, update=bool(linked))
             plan = _Plan(r, body, _int(r.payload.get("SchoolCode")), linked)
+            plan.contacts, plan.contact_errors = self.build_contacts(r)
             if errors:
                 results[r.record_id] = self._failed(r, _join(errors), errors=errors,
                                                     sent=self._request_of(r, body, linked))
@@ -681,6 +766,8 @@ class AeriesAdapter(SISAdapter):
                 results[rid] = problem
                 continue
             result, stop = self._write(p, roster)
+            if result.outcome != Outcome.FAILED and result.sis_id and (p.contacts or p.contact_errors):
+                result = self._write_contacts(p, result)
             results[rid] = result
             if stop:
                 fatal = stop
@@ -844,22 +931,31 @@ class AeriesAdapter(SISAdapter):
         return self._verified(p, mine, records, sis_id, action, sent, answer), None
 
     def _insert(self, p: _Plan, roster: Roster) -> tuple[Any, Any]:
-        """POST InsertStudent without blind retries: (response, None) for an answer to read,
-        or (response, student) when a lost answer's student was found at the school."""
-        path = f"{API}/schools/{p.school}/InsertStudent"
+        """POST InsertStudent without blind retries (see ``_post_once``)."""
         known = set(roster.by_id)
+        return self._post_once(f"{API}/schools/{p.school}/InsertStudent", p.body,
+                               lambda: self._find_new(p, known))
+
+    def _post_once(self, path: str, body: dict, find_saved) -> tuple[Any, Any]:
+        """POST a non-idempotent write (InsertStudent, InsertContact) so that it is never
+        saved twice: (response, None) for an answer to read, or (None, saved) when an
+        answer was lost and ``find_saved()`` found what it saved.
+
+        429/503 say the request was not processed: sent again after Retry-After. After
+        a 5xx or a timeout the write may have happened: ``find_saved()`` looks, and only
+        when it finds nothing is the write sent again."""
         last: Any = None
         for attempt in range(1, self.max_attempts + 1):
             uncertain = False
             try:
-                response = self.transport.request("POST", path, params=self._params(), json=p.body,
+                response = self.transport.request("POST", path, params=self._params(), json=body,
                                                   retry=False, headers={"Content-Type": "application/json"})
             except TransportError as exc:
                 if exc.response is not None and exc.status is not None:
                     response = exc.response  # sent once: a 429/5xx answer comes back as an error
                 elif exc.kind not in ("timeout", "unreachable") or attempt == self.max_attempts:
                     if exc.kind == "timeout":
-                        found = self._find_new(p, known)
+                        found = find_saved()
                         if found is not None:
                             return None, found
                     raise
@@ -877,7 +973,7 @@ class AeriesAdapter(SISAdapter):
                     return response, None
                 last, uncertain = response, True
             if uncertain:
-                found = self._find_new(p, known)
+                found = find_saved()
                 if found is not None:
                     return None, found
                 if attempt == self.max_attempts:
@@ -989,6 +1085,139 @@ class AeriesAdapter(SISAdapter):
                             message=message, sent=sent, response=response)
 
 
+    # -- contacts
+    def _write_contacts(self, p: _Plan, result: ExportResult) -> ExportResult:
+        """Write the record's contact slots to the saved student; a contact that fails
+        makes the sync PARTIAL (the student is saved) with the contact's fields named."""
+        sid = result.sis_id
+        errors = list(p.contact_errors)
+        sent_list: list[dict] = []
+        answers: list[Any] = []
+        done = {"inserted": 0, "updated": 0}
+        where = f"/schools/{p.school if p.school is not None else 0}/contacts/{sid}"
+        try:
+            existing = [c for c in self._get(where, "contacts", expect=list) if isinstance(c, Mapping)]
+        except (TransportError, AdapterError) as exc:
+            existing = None
+            for slot, _ in p.contacts:
+                errors.append(FieldError(f"{CONTACT_PREFIX}{slot}", "NOT_SENT",
+                                         f"Contact {slot + 1} was not sent: the student's contacts could not be "
+                                         f"read to avoid adding a copy ({self.transport.redact(str(exc))})."))
+        for slot, body in (p.contacts if existing is not None else ()):
+            seq, problem = self._match_contact(slot, body, existing)
+            if problem:
+                errors.append(FieldError(f"{CONTACT_PREFIX}{slot}", "AMBIGUOUS_MATCH", problem))
+                continue
+            sent, answer, slot_errors = self._write_contact(slot, sid, seq, body, existing)
+            sent_list.append(sent)
+            answers.append(answer)
+            errors.extend(slot_errors)
+            if isinstance(answer, Mapping) and _int(answer.get("SequenceNumber")) is not None:
+                done["updated" if seq is not None else "inserted"] += 1
+                if seq is None:
+                    existing.append(dict(answer))
+                else:
+                    existing[:] = [dict(answer) if _int(c.get("SequenceNumber")) == seq else c for c in existing]
+        sent = dict(result.sent or {})
+        if sent_list:
+            sent["contacts"] = sent_list
+        response = {"student": result.response, "contacts": answers}
+        parts = [f"{n} {what}" for what, n in done.items() if n]
+        note = f" Contacts: {', '.join(parts)}." if parts else ""
+        if not errors:
+            return dataclasses.replace(result, sent=sent, response=response, message=result.message + note)
+        names = ", ".join(e.field or "?" for e in errors)
+        message = self.transport.redact(f"{result.message}{note} Contacts not written: {names}.")
+        return dataclasses.replace(result, outcome=Outcome.PARTIAL, errors=[*result.errors, *errors],
+                                   sent=sent, response=response, message=message)
+
+    @staticmethod
+    def _match_contact(slot: int, body: Mapping, existing: list[Mapping]) -> tuple[int | None, str | None]:
+        """The SequenceNumber of the student's contact this slot is (None: a new one), or
+        why that cannot be told. Same first and last name; else the same last name and a
+        phone number or email in common."""
+        first, last = _name_key(body.get("FirstName")), _name_key(body.get("LastName"))
+        if not first or not last:
+            return None, (f"Contact {slot + 1} needs a first and a last name: without them Enroll Sync cannot "
+                          f"tell whether the student already has this contact in Aeries. Nothing was sent.")
+
+        def phones(c: Mapping) -> set[str]:
+            return {d for d in (re.sub(r"\D", "", str(c.get(k) or "")) for k in ("CellPhone", "HomePhone", "WorkPhone"))
+                    if len(d) >= 7}
+
+        same_name = [c for c in existing if _name_key(c.get("FirstName")) == first and _name_key(c.get("LastName")) == last]
+        candidates = same_name
+        if not candidates:
+            email = str(body.get("EmailAddress") or "").strip().casefold()
+            mine = phones(body)
+            candidates = [c for c in existing if _name_key(c.get("LastName")) == last and (
+                (mine & phones(c)) or (email and email == str(c.get("EmailAddress") or "").strip().casefold()))]
+        seqs = sorted({_int(c.get("SequenceNumber")) for c in candidates} - {None})
+        if len(seqs) > 1:
+            return None, (f"Contact {slot + 1} ({body.get('FirstName')} {body.get('LastName')}) matches "
+                          f"{len(seqs)} of the student's Aeries contacts (SequenceNumbers "
+                          f"{', '.join(map(str, seqs))}); not guessing which. Nothing was sent.")
+        return (seqs[0] if seqs else None), None
+
+    def _write_contact(self, slot: int, sid: str, seq: int | None, body: dict,
+                       existing: list[Mapping]) -> tuple[dict, Any, list[FieldError]]:
+        year = f"?DatabaseYear={self.school_year}" if self.school_year else ""
+        if seq is None:
+            path = f"{API}/InsertContact/{sid}"
+            known = {_int(c.get("SequenceNumber")) for c in existing}
+
+            def find_saved():
+                try:
+                    rows = self._get(f"/schools/0/contacts/{sid}", "contacts", expect=list)
+                except (TransportError, AdapterError):
+                    return None
+                new = [r for r in rows if isinstance(r, Mapping) and _int(r.get("SequenceNumber")) not in known]
+                matched = [r for r in new if self._match_contact(slot, body, [r])[0] is not None]
+                return dict(matched[0]) if len(matched) == 1 else None
+        else:
+            path = f"{API}/UpdateContact/{sid}/{seq}"
+        sent = {"request": f"POST {path}{year}", "body": body}
+        key = f"{CONTACT_PREFIX}{slot}"
+        try:
+            if seq is None:
+                response, answer = self._post_once(path, body, find_saved)
+            else:
+                response, answer = self.transport.request(
+                    "POST", path, params=self._params(), json=body,
+                    headers={"Content-Type": "application/json"}), None
+        except TransportError as exc:
+            return sent, None, [FieldError(key, exc.kind.upper(), f"Contact {slot + 1}: {exc}")]
+        if answer is None:
+            if not response.is_success:
+                msg = aeries_message(response)
+                if response.status_code == 400:
+                    text = self.transport.redact(msg or "Aeries refused the contact without saying why.")
+                    f = next((c.key for c in sorted(CONTACT_FIELDS, key=lambda c: -len(c.key))
+                              if re.search(rf"\b{re.escape(c.key)}\b", msg or "")), None)
+                    return sent, _json(response), [FieldError(f"{key}.{f}" if f else key, "REFUSED",
+                                                              f"Contact {slot + 1}: {text}")]
+                text = self._http_message(response, path, "contacts")
+                return sent, _json(response), [FieldError(key, f"HTTP_{response.status_code}",
+                                                          f"Contact {slot + 1}: {text}")]
+            answer = _json(response)
+        if not isinstance(answer, Mapping) or _int(answer.get("SequenceNumber")) is None:
+            return sent, answer, [FieldError(key, "MALFORMED_RESPONSE",
+                                             f"Contact {slot + 1}: Aeries answered without the contact, so it may "
+                                             f"or may not have been saved. Syncing again is safe (contacts are "
+                                             f"matched by name).")]
+        permission = "Insert" if seq is None else "Update"
+        errors = []
+        for k, value in body.items():
+            f = CONTACT_BY_KEY[k]
+            got = answer.get(f.read)
+            if not _same(f, value, got):
+                errors.append(FieldError(f"{key}.{k}", "NOT_WRITTEN",
+                                         f"Aeries did not take contact {slot + 1}'s {f.label} ({k}): sent "
+                                         f"{_shown(value)}, Aeries has {_shown(got)}. The API certificate "
+                                         f"probably lacks the field's {permission} permission."))
+        return sent, answer, errors
+
+
 def _grade_label(value: Any) -> str:
     g = _int(value)
     if g is None:
@@ -1011,7 +1240,8 @@ def _coerce(f: AeriesField, value: Any) -> tuple[Any, str | None]:
         if f.kind == "grade" and not -2 <= n <= 18:
             return value, f"{f.label} must be an Aeries grade from -2 to 18, not {n}."
         if not -32768 <= n <= 32767:
-            return value, f"{f.label} must be a school code (up to 32767), not {n}."
+            what = "a school code" if f.kind == "school" else "a whole number"
+            return value, f"{f.label} must be {what} up to 32767, not {n}."
         return n, None
     if f.kind == "date":
         if isinstance(value, str) and not value.strip():

@@ -77,7 +77,7 @@ _D = DEFAULT_FAULTS
               help="A path prefix answering 501 as when the v5 Enhancements flag is off, e.g. "
                    "/api/v5/InsertContact (repeatable).")
 @click.option("--reject-last-name", multiple=True,
-              help="Insert/update of a student with this last name answers 400 (repeatable).")
+              help="Insert/update of a student or contact with this last name answers 400 (repeatable).")
 # -- slowness and random failures
 @click.option("--latency-ms", default=0, show_default=True, type=int, help="Added to every API request.")
 @click.option("--error-rate", default=0.0, show_default=True, type=float,
@@ -104,8 +104,8 @@ _D = DEFAULT_FAULTS
 @click.option("--malformed-body", default=None,
               help="Send exactly this text (as application/json) for --malformed instead.")
 @click.option("--lost-answers", default=0, show_default=True, type=int,
-              help="The next N writes (InsertStudent, UpdateStudent, contacts) are saved, then "
-                   "answered 500 (the answer is lost).")
+              help="The next N writes (InsertStudent, UpdateStudent, contacts) under --fault-path "
+                   "are saved, then answered 500 (the answer is lost).")
 @click.option("--drip", default=0, show_default=True, type=int,
               help="The next N API answers trickle out --drip-bytes at a time.")
 @click.option("--drip-ms", default=50, show_default=True, type=int,

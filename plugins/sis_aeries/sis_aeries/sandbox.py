@@ -226,7 +226,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "denied_areas": [],              # security areas not granted: "Student Data", "Contacts",
                                      # "School Information", or "Area:Insert" / "Area:Update"
     "not_implemented": [],           # path prefixes answering 501 (v5 Enhancements flag off)
-    "reject_last_names": [],         # insert/update of these last names answers 400
+    "reject_last_names": [],         # insert/update of a student or contact with this last name: 400
     # -- faults
     "latency_ms": 0,                 # added to every API request
     "error_rate": 0.0,               # share of API requests answered 500 (random)
@@ -240,7 +240,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "malformed": 0,                  # the next N API requests answer 200 with a broken body
     "malformed_kind": "truncated",   # which broken body: see MALFORMED_KINDS
     "malformed_body": None,          # or exactly this text (JSON content type)
-    "lost_answers": 0,               # the next N writes are SAVED, then answered 500
+    "lost_answers": 0,               # the next N writes under fault_path are SAVED, then answered 500
     "drip": 0,                       # the next N API answers trickle out in small chunks
     "drip_ms": 50,                   # pause between two chunks of a dripped answer
     "drip_bytes": 16,                # size of a chunk of a dripped answer
@@ -715,6 +715,10 @@ def create_app(store: SandboxStore) -> Flask:
             return fail(401, f"The certificate does not have {what}the {area} security area.")
         return None
 
+    def lost_answer() -> bool:
+        """The ``lost_answers`` fault, for writes under ``fault_path``."""
+        return request.path.startswith(store.faults.get("fault_path") or "/") and store.take("lost_answers")
+
     def body_object() -> dict | Response:
         body = request.get_json(silent=True)
         if not isinstance(body, dict):
@@ -924,7 +928,7 @@ def create_app(store: SandboxStore) -> Flask:
             except BaseException:
                 store.conn.execute("ROLLBACK")
                 raise
-        if store.take("lost_answers"):
+        if lost_answer():
             return fail(500, "An error has occurred. (sandbox: saved, answer lost)")
         return jsonify(render_student(doc))
 
@@ -958,7 +962,7 @@ def create_app(store: SandboxStore) -> Flask:
             except BaseException:
                 store.conn.execute("ROLLBACK")
                 raise
-        if store.take("lost_answers"):
+        if lost_answer():
             return fail(500, "An error has occurred. (sandbox: saved, answer lost)")
         return jsonify([render_student(d) for d in updated])
 
@@ -994,6 +998,9 @@ def create_app(store: SandboxStore) -> Flask:
         with store.lock:
             if student_id is None or not store.students(y, student_id=student_id):
                 return fail(400, "Invalid Student ID")
+            rejected = _rejected(body)
+            if rejected:
+                return rejected
             try:
                 doc = apply_write(_blank_doc(CONTACT_FIELDS, CONTACT_READ_ONLY), body, CONTACT_FIELDS, ignored)
             except BadRequest as exc:
@@ -1004,7 +1011,7 @@ def create_app(store: SandboxStore) -> Flask:
             if not doc.get("ContactOrder"):
                 doc["ContactOrder"] = len(seqs) + 1
             store.save_contact(y, doc, new=True)
-        if store.take("lost_answers"):
+        if lost_answer():
             return fail(500, "An error has occurred. (sandbox: saved, answer lost)")
         return jsonify(doc)
 
@@ -1025,12 +1032,15 @@ def create_app(store: SandboxStore) -> Flask:
             current = next((c for c in store.contacts(y, [student_id]) if c["SequenceNumber"] == seq), None)
             if current is None:
                 return fail(400, f"Invalid Sequence Number: contact {sq} of student {student_id} was not found.")
+            rejected = _rejected(body, current)
+            if rejected:
+                return rejected
             try:
                 doc = apply_write(current, body, CONTACT_FIELDS, ignored)
             except BadRequest as exc:
                 return fail(400, str(exc))
             store.save_contact(y, doc, new=False)
-        if store.take("lost_answers"):
+        if lost_answer():
             return fail(500, "An error has occurred. (sandbox: saved, answer lost)")
         return jsonify(doc)
 
