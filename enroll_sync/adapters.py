@@ -146,9 +146,25 @@ class ExportRecord:
 
 
 class Outcome(str, enum.Enum):
+    """How one record ended.
+
+    - ``SUCCEEDED``: the SIS holds the record as sent.
+    - ``PARTIAL``: the SIS holds the student, but not everything (a contact, an ignored field).
+    - ``FAILED``: the SIS refused it, or nothing is known to have reached it; ``message`` says why.
+    - ``NOT_FOUND``: the record was sent as an update of ``ExportRecord.sis_id`` and the SIS
+      says no such record exists (deleted, or the SIS was emptied or restored from a
+      backup). Nothing was written. The core sends it again without ``sis_id``, so the
+      adapter's match-before-insert finds the student under its new id or inserts it.
+    - ``RETRY``: the SIS said this record cannot be handled now (busy, "try again", a 503
+      inside a batch). Nothing was written. The core sends it again after a bounded
+      backoff before calling it Failed.
+    """
+
     SUCCEEDED = "succeeded"
     FAILED = "failed"
     PARTIAL = "partial"
+    NOT_FOUND = "not_found"
+    RETRY = "retry"
 
 
 @dataclass
@@ -166,7 +182,10 @@ class ExportResult:
 
     ``sent`` is the body sent for this record (no secrets), ``response`` the SIS's
     answer for it; both are kept in the registration's sync history. ``action`` is
-    "insert" or "update" when known.
+    "insert" or "update" when known. ``matched_by`` says how match-before-insert found
+    a record sent without ``sis_id`` that the SIS already had ("local id", "name and
+    birth date" ...): the record was then updated, and the core links the student to
+    ``sis_id`` as matched.
     """
 
     record_id: str
@@ -177,10 +196,12 @@ class ExportResult:
     message: str = ""
     sent: Any = None
     response: Any = None
+    matched_by: str | None = None
 
     @property
     def ok(self) -> bool:
-        return self.outcome != Outcome.FAILED
+        """The SIS holds the record (Succeeded or Partial Sync)."""
+        return self.outcome in (Outcome.SUCCEEDED, Outcome.PARTIAL)
 
 
 # --------------------------------------------------------------------------- the base class
@@ -229,7 +250,10 @@ class SISAdapter:
         """Send ``records``; return exactly one ExportResult per record.
 
         Must be safe to repeat: a record exported twice (after a crash) must not
-        create a second student in the SIS.
+        create a second student in the SIS. A record with ``sis_id`` is an update of
+        that SIS record: when the SIS says it does not exist, answer ``NOT_FOUND``
+        (never insert it yourself: the core re-sends it without ``sis_id``). A record
+        the SIS could not take right now is ``RETRY``.
         """
         raise NotImplementedError
 

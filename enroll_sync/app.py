@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import logging
 
-from flask import Flask, current_app, render_template, request
+from flask import Flask, request
 from flask_login import LoginManager
-from flask_wtf.csrf import CSRFError, CSRFProtect
+from flask_wtf.csrf import CSRFProtect
 from htmx_flask import Htmx
 
 from . import db as dbmod
-from . import log_redaction
+from .redaction import install_log_redaction
 from .config import load_config
 from .plugins import adapter_classes, build_plugin_manager, step_classes
 from .resources import resource_dir
@@ -19,7 +19,7 @@ log = logging.getLogger("enroll_sync")
 
 def build_app(config: dict | None = None) -> Flask:
     cfg = load_config(config)
-    log_redaction.install()
+    install_log_redaction()
     # one line per SIS request at INFO would flood the log and print URLs
     logging.getLogger("httpx").setLevel(logging.WARNING)
     app = Flask("enroll_sync", template_folder=str(resource_dir("templates")),
@@ -47,9 +47,10 @@ def build_app(config: dict | None = None) -> Flask:
     CSRFProtect(app)
     Htmx(app)
     _login_manager(app)
-    _errors(app)
 
     from .web import register_blueprints
+    from .web.errors import register_error_handlers
+    register_error_handlers(app)
     register_blueprints(app)
 
     @app.after_request
@@ -84,48 +85,3 @@ def _login_manager(app):
             resp.headers["HX-Redirect"] = url_for("auth.login")
             return resp
         return redirect(url_for("auth.login", next=request.full_path if request.method == "GET" else None))
-
-
-ERROR_MESSAGES = {
-    400: "This form has expired or was not sent from Enroll Sync. Reload the page and try again.",
-    403: "Your role does not include the permission this needs. Ask a district admin if you need it.",
-    404: "That no longer exists, or it belongs to another organization. Reload the page.",
-    405: "That action is not available here.",
-    413: "The file or form is larger than Enroll Sync accepts.",
-    500: "Enroll Sync hit an unexpected error. It has been logged; try again, and tell your administrator if it keeps happening.",
-}
-
-
-def error_response(template, code, message=None, error=None):
-    """A full error page, or for an HTMX request a message swapped into the page's
-    flash area (``#flashes``) so the admin sees it where they are working."""
-    message = message or ERROR_MESSAGES.get(code, "")
-    if request.headers.get("HX-Request"):
-        resp = current_app.response_class(
-            render_template("errors/_htmx.html", message=message, code=code), code)
-        resp.headers["HX-Retarget"] = "#flashes"
-        resp.headers["HX-Reswap"] = "innerHTML"
-        resp.headers["X-Enroll-Sync-Error"] = str(code)
-        return resp
-    return render_template(template, error=error, message=message), code
-
-
-def _errors(app):
-    def page(template, code):
-        def handler(error):
-            return error_response(template, code, error=error)
-        return handler
-
-    app.register_error_handler(403, page("errors/403.html", 403))
-    app.register_error_handler(404, page("errors/404.html", 404))
-    app.register_error_handler(405, page("errors/405.html", 405))
-    app.register_error_handler(413, page("errors/413.html", 413))
-
-    @app.errorhandler(CSRFError)
-    def csrf_error(error):
-        return error_response("errors/400.html", 400, error=error)
-
-    @app.errorhandler(500)
-    def server_error(error):
-        log.exception("Unhandled error")
-        return error_response("errors/500.html", 500, error=error)

@@ -7,6 +7,8 @@ mapping can also read (see docs/architecture.md).
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 from .models import FormField
 
 GENDERS = ["Female", "Male", "Non-binary"]
@@ -169,3 +171,41 @@ def source_values(reg, school=None, student=None) -> dict:
         "student.sis_id": student.sis_id or "",
     })
     return values
+
+
+# --------------------------------------------------------------------------- the From Enroll Field list
+
+@dataclass
+class Catalog:
+    """The organization's form fields plus the system values, grouped by form section."""
+
+    groups: list[tuple[str, list[tuple[str, str]]]]
+    labels: dict[str, str]
+    options: dict[str, list]
+    entries: list[dict]
+
+    @property
+    def keys(self) -> frozenset[str]:
+        return frozenset(self.labels)
+
+    def label(self, key: str | None) -> str:
+        if not key:
+            return ""
+        return self.labels.get(key, key)
+
+
+def load_catalog(org_id: int) -> Catalog:
+    groups: dict[str, list[tuple[str, str]]] = {}
+    labels, options, entries = {}, {}, []
+    for f in FormField.select().where(FormField.organization == org_id).order_by(FormField.position, FormField.id):
+        groups.setdefault(f.section, []).append((f.key, f.label))
+        labels[f.key] = f.label
+        options[f.key] = list(f.options or ())
+        entries.append({"key": f.key, "label": f.label, "type": f.type, "options": list(f.options or ())})
+    system = []
+    for key, label in SYSTEM_FIELDS:
+        system.append((key, label))
+        labels[key] = label
+        entries.append({"key": key, "label": label, "type": "text", "options": []})
+    out = list(groups.items()) + [(SYSTEM_SECTION, system)]
+    return Catalog(groups=out, labels=labels, options=options, entries=entries)

@@ -7,8 +7,11 @@ switches to the scale-out path with separate ``enroll-sync worker`` processes.
 """
 from __future__ import annotations
 
+import logging
+import math
 import os
 import secrets
+from dataclasses import dataclass
 from pathlib import Path
 
 PREFIX = "ENROLL_SYNC_"
@@ -27,15 +30,15 @@ SETTINGS = {
     "LOGIN_WINDOW_SECONDS": ("300", "The sign-in rate-limit window."),
     "SECURE_COOKIES": ("0", "Mark the session cookie Secure (set 1 behind HTTPS)."),
     "SANDBOX_POWERSCHOOL_URL": ("http://127.0.0.1:5001", "Where the demo PowerSchool sandbox listens (demo data)."),
-    # Sync job tuning; blank means the default in enroll_sync/sync/jobs.py (JobSettings).
-    "JOB_TASKS": (None, "Tasks one sync job is split into, so several workers can share it (default 4)."),
-    "JOB_BATCHES_PER_EXPORT": (None, "Adapter batches handed to one export() call (default 5)."),
-    "JOB_HEARTBEAT_SECONDS": (None, "How often a running task proves it is alive."),
-    "JOB_STALE_SECONDS": (None, "After this long without a heartbeat a task's records are taken back (default 60)."),
-    "JOB_RECOVERY_SECONDS": (None, "How often workers look for dead tasks (default 15)."),
-    "JOB_POLL_SECONDS": (None, "Wait between tries while another job holds a registration (default 0.5)."),
-    "DRY_RUN_MAX": (None, "The most registrations one Dry run checks (default 20000, about 2 s)."),
-    "DRY_RUN_SECONDS": (None, "Time budget of one Dry run in seconds (default 20)."),
+    # Sync job tuning (JobSettings below)
+    "JOB_TASKS": ("4", "Tasks one sync job is split into, so several workers can share it."),
+    "JOB_BATCHES_PER_EXPORT": ("5", "Adapter batches handed to one export() call."),
+    "JOB_HEARTBEAT_SECONDS": ("5", "How often a running task proves it is alive (at most a quarter of JOB_STALE_SECONDS)."),
+    "JOB_STALE_SECONDS": ("60", "After this long without a heartbeat a task's records are taken back."),
+    "JOB_RECOVERY_SECONDS": ("15", "How often workers look for dead tasks."),
+    "JOB_POLL_SECONDS": ("0.5", "Wait between tries while another job holds a registration."),
+    "DRY_RUN_MAX": ("20000", "The most registrations one Dry run checks (about 2 s)."),
+    "DRY_RUN_SECONDS": ("20", "Time budget of one Dry run in seconds."),
 }
 
 
@@ -70,5 +73,59 @@ def load_config(overrides: dict | None = None, environ=None) -> dict:
         raw[name] = str(raw[name]).lower() in ("1", "true", "yes", "on")
     for name in ("WORKERS", "LOGIN_MAX_ATTEMPTS", "LOGIN_WINDOW_SECONDS"):
         raw[name] = int(raw[name])
+    for name, cast in NUMBERS.items():
+        raw[name] = _number(name, raw[name], cast)
     raw.update(overrides)  # anything else (TESTING, EXTRA_PLUGINS, ...)
     return raw
+
+
+#: settings that are numbers (> 0), and their type
+NUMBERS = {"JOB_TASKS": int, "JOB_BATCHES_PER_EXPORT": int, "JOB_HEARTBEAT_SECONDS": float,
+           "JOB_STALE_SECONDS": float, "JOB_RECOVERY_SECONDS": float, "JOB_POLL_SECONDS": float,
+           "DRY_RUN_MAX": int, "DRY_RUN_SECONDS": float}
+
+
+def _number(name: str, value, cast):
+    """``value`` as a positive number; a bad one is reported in the log and the default used."""
+    default = cast(SETTINGS[name][0])
+    try:
+        number = cast(value)
+        if not (number > 0 and math.isfinite(number)):
+            raise ValueError(value)
+        return number
+    except (TypeError, ValueError):
+        if value not in (None, ""):
+            logging.getLogger("enroll_sync.config").warning("ignoring %s%s=%r (not a positive number)",
+                                                            PREFIX, name, value)
+        return default
+
+
+@dataclass(frozen=True)
+class JobSettings:
+    """How sync jobs run (docs/configuration.md)."""
+
+    heartbeat: float = 5.0       # JOB_HEARTBEAT_SECONDS
+    stale: float = 60.0          # JOB_STALE_SECONDS
+    tasks: int = 4               # JOB_TASKS
+    recovery: float = 15.0       # JOB_RECOVERY_SECONDS
+    poll: float = 0.5            # JOB_POLL_SECONDS
+    batches_per_export: int = 5  # JOB_BATCHES_PER_EXPORT
+
+
+def job_settings(app) -> JobSettings:
+    """The job tuning of ``app`` (read once by ``load_config``); the heartbeat always
+    comes well within the stale window."""
+    c = app.config
+    stale = _number("JOB_STALE_SECONDS", c.get("JOB_STALE_SECONDS"), float)
+    return JobSettings(heartbeat=min(_number("JOB_HEARTBEAT_SECONDS", c.get("JOB_HEARTBEAT_SECONDS"), float),
+                                     stale / 4),
+                       stale=stale, tasks=_number("JOB_TASKS", c.get("JOB_TASKS"), int),
+                       recovery=_number("JOB_RECOVERY_SECONDS", c.get("JOB_RECOVERY_SECONDS"), float),
+                       poll=_number("JOB_POLL_SECONDS", c.get("JOB_POLL_SECONDS"), float),
+                       batches_per_export=_number("JOB_BATCHES_PER_EXPORT", c.get("JOB_BATCHES_PER_EXPORT"), int))
+
+
+def dry_run_limits(app) -> tuple[int, float]:
+    """(most registrations one Dry run checks, its time budget in seconds)."""
+    return (_number("DRY_RUN_MAX", app.config.get("DRY_RUN_MAX"), int),
+            _number("DRY_RUN_SECONDS", app.config.get("DRY_RUN_SECONDS"), float))

@@ -55,3 +55,62 @@ def init_app(app):
     def _close(exc):
         if not database.is_closed():
             database.close()
+
+
+# --------------------------------------------------------------------------- dialect helpers
+
+def write_tx():
+    """A write transaction that takes the write lock up front on SQLite (no
+    SQLITE_BUSY on upgrade between processes); a normal transaction elsewhere."""
+    return database.atomic("IMMEDIATE") if is_sqlite() else database.atomic()
+
+
+def table(model) -> str:
+    """The quoted table name of ``model`` for hand-written statements."""
+    return '"%s"' % model._meta.table_name
+
+
+def executemany(sql: str, rows: list[tuple]) -> None:
+    """Run one statement for many rows (``?`` placeholders) on the open connection."""
+    if not rows:
+        return
+    if is_sqlite():
+        database.cursor().executemany(sql, rows)
+    else:
+        from psycopg2.extras import execute_batch
+        execute_batch(database.cursor(), sql.replace("?", "%s"), rows, page_size=250)
+
+
+def execute(sql: str, params: tuple) -> None:
+    """Run one statement (``?`` placeholders) on the open connection."""
+    database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), params)
+
+
+def retrying(fn, attempts: int = 5):
+    """Run a transaction, again if the database chose it as a deadlock victim or
+    could not serialize it (PostgreSQL), or stayed locked too long (SQLite)."""
+    import logging
+    import time
+    for attempt in range(attempts):
+        try:
+            return fn()
+        except Exception as exc:
+            if attempt == attempts - 1 or not is_retryable(exc):
+                raise
+            logging.getLogger("enroll_sync.db").warning(
+                "retrying a transaction after: %s", str(exc).splitlines()[0] if str(exc) else exc)
+            time.sleep(0.05 * (2 ** attempt))
+
+
+def is_retryable(exc: BaseException) -> bool:
+    """A lock, deadlock or serialization failure: the transaction may simply be run again."""
+    import sqlite3
+
+    from peewee import OperationalError
+    if isinstance(exc, (OperationalError, sqlite3.OperationalError)):
+        return True
+    try:  # raw cursors (executemany) raise the driver's own errors
+        import psycopg2
+        return isinstance(exc, (psycopg2.errors.TransactionRollbackError, psycopg2.OperationalError))
+    except ImportError:
+        return False

@@ -241,7 +241,7 @@ def _create_demo(plugin_manager, sandbox_urls, registrations) -> Organization:
 
 
 def create_demo_connections(org, plugin_manager, sandbox_urls: dict) -> list:
-    from .connections import create_connection
+    from .sync.connections import create_connection
     made = []
     for batch in plugin_manager.hook.register_demo_connections(sandbox_urls=sandbox_urls):
         for spec in batch or ():

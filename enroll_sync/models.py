@@ -44,6 +44,8 @@ class BaseModel(Model):
 # --------------------------------------------------------------------------- statuses
 
 REGISTRATION_STATUSES = ("Submitted", "In Review", "Approved", "Denied", "Withdrawn")
+#: only Approved registrations are exported (the walkthrough's note)
+APPROVED = "Approved"
 
 SYNC_NOT_SYNCED = "Not Synced"
 SYNC_PENDING = "Pending"
@@ -53,6 +55,11 @@ SYNC_FAILED = "Failed"
 SYNC_PARTIAL = "Partial Sync"
 SYNC_STATUSES = (SYNC_NOT_SYNCED, SYNC_PENDING, SYNC_IN_PROGRESS, SYNC_SUCCEEDED, SYNC_FAILED,
                  SYNC_PARTIAL)
+#: a job item the job did not send because the registration was not eligible any more
+SKIPPED = "Skipped"
+#: how a job item can end
+FINAL_STATUSES = (SYNC_SUCCEEDED, SYNC_PARTIAL, SYNC_FAILED, SKIPPED)
+ITEM_STATUSES = (SYNC_PENDING, SYNC_IN_PROGRESS) + FINAL_STATUSES
 
 
 # --------------------------------------------------------------------------- tenancy and people
@@ -229,6 +236,11 @@ JOB_FAILED = "Failed"
 JOB_CANCELLED = "Cancelled"
 #: created but waiting for a second person's approval (no worker runs it)
 JOB_HELD = "Held"
+ACTIVE_JOB_STATUSES = (JOB_QUEUED, JOB_RUNNING)
+#: jobs Cancel sync may stop: the active ones and those held for approval (which no worker runs)
+CANCELLABLE_JOB_STATUSES = ACTIVE_JOB_STATUSES + (JOB_HELD,)
+#: what started a job
+JOB_BULK, JOB_RETRY, JOB_TEST = "bulk", "retry", "test"
 
 
 class SyncJob(BaseModel):

@@ -13,7 +13,7 @@ from cryptography.fernet import Fernet, InvalidToken
 from flask import abort, current_app
 from flask_login import current_user, login_required
 
-from . import log_redaction
+from . import redaction
 
 SYNC_FULL_ACCESS = "Sync Service Full Access"
 VIEW_REGISTRATIONS = "View Registrations"
@@ -69,7 +69,7 @@ class SecretBox:
             values = json.loads(self._fernet.decrypt(token.encode()))
         except InvalidToken as exc:
             raise ValueError("The stored connection secrets cannot be decrypted with this ENROLL_SYNC_ENCRYPTION_KEY.") from exc
-        log_redaction.remember(values.values() if isinstance(values, dict) else ())
+        redaction.remember(values.values() if isinstance(values, dict) else ())
         return values
 
 

@@ -29,6 +29,7 @@ import base64
 import email.utils
 import logging
 import random
+import re
 import ssl
 import threading
 import time
@@ -37,33 +38,15 @@ from typing import Any, Iterable, Mapping
 import httpx
 
 from .adapters import AdapterError
+from .redaction import redact, remember_credential
 
-__all__ = ["Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after", "redact"]
+__all__ = ["Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after"]
 
 log = logging.getLogger("enroll_sync.transport")
 
 RETRY_WAIT_STATUSES = frozenset({429, 503})
-REDACTED = "[redacted]"
-
-
-def redact(text: str, secrets: Iterable[str]) -> str:
-    """Replace every occurrence of each secret in ``text`` (longest first)."""
-    text = str(text)
-    for secret in sorted({s for s in secrets if s}, key=len, reverse=True):
-        if len(secret) >= 3:
-            text = text.replace(secret, REDACTED)
-    # Belt and braces: never echo an Authorization header value.
-    for marker in ("Bearer ", "Basic "):
-        start = text.find(marker)
-        while start != -1:
-            end = start + len(marker)
-            stop = end
-            while stop < len(text) and not text[stop].isspace() and text[stop] not in "\"',;}":
-                stop += 1
-            if stop > end and text[end:stop] != REDACTED:
-                text = text[:end] + REDACTED + text[stop:]
-            start = text.find(marker, end)
-    return text
+#: headers whose values are credentials (cut out of everything stored, shown or logged)
+_CREDENTIAL_HEADER = re.compile(r"authorization|key|token|cert|secret|password", re.IGNORECASE)
 
 
 class TransportError(AdapterError):
@@ -126,6 +109,7 @@ class OAuth2ClientCredentials:
             if self._token and time.monotonic() < self._expires_at:
                 return self._token
             self._token, lifetime = self._fetch(transport)
+            remember_credential(self._token)
             self._seen_tokens.append(self._token)
             del self._seen_tokens[:-20]
             margin = min(self.early_refresh, lifetime * 0.1)
@@ -136,6 +120,7 @@ class OAuth2ClientCredentials:
         if not self.client_id or not self.client_secret:
             raise TransportError("The client ID or client secret is missing.", kind="auth")
         basic = base64.b64encode(f"{self.client_id}:{self.client_secret}".encode()).decode()
+        remember_credential(basic)
         data = {"grant_type": "client_credentials"}
         if self.scope:
             data["scope"] = self.scope
@@ -198,6 +183,10 @@ class Transport:
         self.max_retry_after = max(0.0, float(max_retry_after))
         self.auth = auth
         self._secrets = [s for s in secrets if s]
+        for header, value in (headers or {}).items():
+            if _CREDENTIAL_HEADER.search(header) and value:
+                # a static credential (API key, certificate, Basic value): never shown again
+                remember_credential(str(value).split(" ", 1)[-1])
         self._pace_lock = threading.Lock()
         self._next_slot = 0.0
         try:

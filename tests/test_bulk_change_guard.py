@@ -14,7 +14,7 @@ import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import AuditLog, Organization, Registration, School, SyncItem, SyncJob
-from enroll_sync.sync import jobs
+from enroll_sync.sync import jobs, runner, recovery
 from enroll_sync.sync.queue import queued_job_ids, start_in_process_consumer
 from tests.test_sync_support import (BACKENDS, backend_app, connect_to_sandbox, job_done, sandbox,  # noqa: F401
                                      wait_for)
@@ -76,7 +76,7 @@ def job(app, job_id) -> SyncJob:
 def run_now(app, job_id):
     """What a worker's task runs."""
     with app.app_context(), database.connection_context():
-        return jobs.run_job(app, job_id)
+        return runner.run_job(app, job_id)
 
 
 def sis_writes(sandbox) -> int:
@@ -236,7 +236,7 @@ def test_a_sync_over_the_limit_is_held_and_a_district_admin_approves_it(app, liv
     assert run_now(app, held).exported == 0
     requeued = []
     with app.app_context(), database.connection_context():
-        jobs.recover(app, lambda job_id: requeued.append(job_id) or True)
+        recovery.recover(app, lambda job_id: requeued.append(job_id) or True)
     assert held not in requeued
     # (the consumer of this test is running all along)
     with app.app_context(), database.connection_context():

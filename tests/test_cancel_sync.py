@@ -11,7 +11,7 @@ import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import Registration, School, SyncItem, SyncJob
-from enroll_sync.sync import jobs
+from enroll_sync.sync import jobs, runner
 from enroll_sync.sync.selection import RegistrationFilter, Selection
 from tests.conftest import LiveServer, ROLE_EMAIL, sign_in
 from tests.test_sync_support import BACKENDS, backend_app, connect_to_sandbox, local_ids, sandbox, wait_for  # noqa: F401
@@ -38,7 +38,7 @@ def test_cancelling_a_queued_job_sends_nothing_and_restores_each_sync_status(app
             org = Registration.select().first().organization_id
             regs = _syncable()
             first = Selection(ids=tuple(r.id for r in regs[:3]))
-            jobs.run_job(app, jobs.create_job(app, org, None, first).id)  # three are Succeeded already
+            runner.run_job(app, jobs.create_job(app, org, None, first).id)  # three are Succeeded already
             job = jobs.create_job(app, org, None, APPROVED)
             assert {r.sync_status for r in Registration.select().where(Registration.id.in_([r.id for r in regs]))} \
                 == {"Pending"}
@@ -59,7 +59,7 @@ def test_cancelling_a_queued_job_sends_nothing_and_restores_each_sync_status(app
             assert [status[r.id] for r in regs[:3]] == ["Succeeded"] * 3  # what they had before
             assert {status[r.id] for r in regs[3:]} == {"Not Synced"}
             assert SyncJob.get_by_id(job.id).status == "Cancelled"
-            jobs.run_job(app, job.id)  # a worker that picks it up later does nothing
+            runner.run_job(app, job.id)  # a worker that picks it up later does nothing
         assert len(local_ids(sandbox.dump())) == 3
         # cancelling again: nothing to cancel, said plainly
         r = registrar.post_form(f"/registrations/sync-jobs/{job.id}/cancel", {})
@@ -79,7 +79,7 @@ def test_cancel_mid_run_stops_sending_and_every_record_ends_true(app, sandbox):
 
     def run():
         with app.app_context(), database.connection_context():
-            jobs.run_job(app, job.id)
+            runner.run_job(app, job.id)
 
     worker = threading.Thread(target=run)
     worker.start()
@@ -113,5 +113,5 @@ def test_cancelling_one_of_two_jobs_keeps_the_other_ones_registrations_pending(a
         jobs.cancel_job(SyncJob.get_by_id(a.id), "Rita Registrar")
         ids = [i.registration_id for i in SyncItem.select().where(SyncItem.job == a.id)]
         assert {r.sync_status for r in Registration.select().where(Registration.id.in_(ids))} == {"Pending"}
-        jobs.run_job(app, b.id)
+        runner.run_job(app, b.id)
         assert {r.sync_status for r in Registration.select().where(Registration.id.in_(ids))} == {"Succeeded"}

@@ -15,7 +15,7 @@ import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import AuditLog, Organization, Registration, School, Student, SyncItem, SyncJob
-from enroll_sync.sync import jobs
+from enroll_sync.sync import jobs, runner
 from enroll_sync.sync.dry_run import dry_run
 from enroll_sync.sync.selection import RegistrationFilter, Selection
 from tests.test_bad_ids import BAD_IDS
@@ -52,7 +52,7 @@ def mix(app, sandbox):
             Registration.update(answers=answers).where(Registration.id == reg.id).execute()
         updates, failing, warned = regs[:3], regs[3:5], regs[5]
         first = jobs.create_job(app, Organization.get().id, None, Selection(ids=tuple(r.id for r in updates)))
-        jobs.run_job(app, first.id)
+        runner.run_job(app, first.id)
         assert all(Registration.get_by_id(r.id).student.sis_id for r in updates)
         Registration.update(grade="PK").where(Registration.id.in_([r.id for r in failing])).execute()
         Registration.update(answers=dict(warned.answers, gender="Non-binary")).where(
@@ -125,7 +125,7 @@ def test_dry_run_counts_a_mix_and_writes_nothing(app, live, login, sandbox, mix)
     with app.app_context(), database.connection_context():
         org = Organization.get().id
         job = jobs.create_job(app, org, None, Selection.from_form(dict(fields)))
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         items = list(SyncItem.select().where(SyncItem.job == job.id))
     outcomes = Counter((i.status, i.action) for i in items)
     assert outcomes == {("Succeeded", "insert"): mix["create"], ("Succeeded", "update"): mix["update"],

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 
-from enroll_sync.connections import create_connection, secret_values
+from enroll_sync.sync.connections import create_connection, secret_values
 from enroll_sync.db import database
 from enroll_sync.models import Organization
 
@@ -20,7 +20,7 @@ def test_secrets_are_cut_out_of_messages_and_tracebacks(app, caplog):
                                   "client_secret": SECRET})
         assert SECRET in secret_values(conn)  # decrypting is what teaches the logs the secret
     caplog.set_level(logging.INFO)
-    log = logging.getLogger("enroll_sync.sync.jobs")
+    log = logging.getLogger("enroll_sync.sync.runner")
     try:
         raise RuntimeError(f"adapter blew up while using {SECRET}")
     except RuntimeError:
@@ -34,7 +34,7 @@ def test_secrets_are_cut_out_of_messages_and_tracebacks(app, caplog):
 
 
 def test_history_hides_secret_looking_fields_but_a_preview_shows_what_is_sent():
-    from enroll_sync.sync.redact import scrub
+    from enroll_sync.redaction import scrub
     body = {"name": {"first_name": "Ana"}, "web_password": "Tiger-42",
             "note": f"uses {SECRET}", "headers": ["Bearer abc.def"]}
     history = scrub(body, [SECRET])
@@ -50,7 +50,7 @@ def test_stored_history_json_handles_what_orjson_refuses():
     stored, through json, rather than failing the record's bookkeeping."""
     import json
 
-    from enroll_sync.sync.redact import dumps_scrubbed
+    from enroll_sync.redaction import dumps_scrubbed
     text = dumps_scrubbed({"id": 2**70, 7: "seven", "note": f"key {SECRET}"}, [SECRET])
     assert json.loads(text) == {"id": 2**70, "7": "seven", "note": "key [redacted]"}
     assert json.loads(dumps_scrubbed({"name": "Zoë", "ok": True})) == {"name": "Zoë", "ok": True}

@@ -13,7 +13,7 @@ from html.parser import HTMLParser
 
 import pytest
 
-from enroll_sync.connections import create_connection
+from enroll_sync.sync.connections import create_connection
 from enroll_sync.db import database
 from enroll_sync.demo import DEMO_SLUG
 from enroll_sync.models import (AuditLog, Mapping, Organization, Registration, School, Student, SyncConnection,
@@ -284,7 +284,7 @@ def ps(app, sandbox):
 
 
 def save_rows(app, cid, rows):
-    from enroll_sync.mapping_versions import save_rows as save
+    from enroll_sync.sync.mappings.versions import save_rows as save
     with app.app_context(), database.connection_context():
         save(SyncConnection.get_by_id(cid), "export_student", Mapping.get(Mapping.connection == cid), rows, None)
 

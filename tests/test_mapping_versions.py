@@ -7,7 +7,7 @@ import json
 import re
 from html import unescape
 
-from enroll_sync.connections import create_connection
+from enroll_sync.sync.connections import create_connection
 from enroll_sync.db import database
 from enroll_sync.models import Mapping, MappingVersion, Organization, SyncConnection
 

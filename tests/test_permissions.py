@@ -10,7 +10,7 @@ import pytest
 
 from enroll_sync import security
 from enroll_sync.db import database
-from enroll_sync.mapping_versions import save_rows
+from enroll_sync.sync.mappings.versions import save_rows
 from enroll_sync.models import Registration, School, SyncConnection, SyncJob, User
 
 ROLES = list(security.ROLES)

@@ -9,7 +9,7 @@ import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import Organization, Registration
-from enroll_sync.web.mapping_ui import seen_values
+from enroll_sync.sync.mappings.examples import seen_values
 from tests.test_sync_support import BACKENDS, backend_app
 
 

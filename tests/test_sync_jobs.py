@@ -16,12 +16,12 @@ from collections import Counter
 import pytest
 
 from enroll_sync import ExportResult, FieldError, FieldSection, Outcome, SettingField, SISAdapter, TargetField
-from enroll_sync.connections import create_connection, open_adapter
+from enroll_sync.sync.connections import create_connection, open_adapter
 from enroll_sync.db import database
-from enroll_sync.mapping_versions import save_rows
+from enroll_sync.sync.mappings.versions import save_rows
 from enroll_sync.models import (Mapping, Organization, Registration, School, SyncConnection, SyncItem, SyncJob,
                                 utcnow)
-from enroll_sync.sync import jobs
+from enroll_sync.sync import jobs, runner, recovery
 from enroll_sync.sync.selection import RegistrationFilter, Selection
 from tests.conftest import make_app
 from tests.test_sync_support import BACKENDS, backend_app, connect_to_sandbox, local_ids, sandbox, wait_for  # noqa: F401
@@ -56,7 +56,7 @@ def test_a_job_syncs_approved_registrations_and_the_next_sync_updates(app, sandb
         job = jobs.create_job(app, _org(app), None, APPROVED)
         assert job.total == len(regs) > 8
         assert {r.sync_status for r in Registration.select().where(Registration.id.in_([r.id for r in regs]))} == {"Pending"}
-        stats = jobs.run_job(app, job.id)
+        stats = runner.run_job(app, job.id)
         assert stats.finished
         # sent in batches of the adapter's size (4)
         posts = [r for r in sandbox.requests() if r["method"] == "POST" and r["path"] == "/ws/v1/student"]
@@ -80,7 +80,7 @@ def test_a_job_syncs_approved_registrations_and_the_next_sync_updates(app, sandb
             assert item.sent["local_id"] == reg.form_id and item.response["status"] == "SUCCESS"
         # the next sync of the same students is an update: no second student in the SIS
         job2 = jobs.create_job(app, _org(app), None, APPROVED)
-        jobs.run_job(app, job2.id)
+        runner.run_job(app, job2.id)
         assert {i.action for i in _items(job2.id).values()} == {"update"}
         assert {i.status for i in _items(job2.id).values()} == {"Succeeded"}
     assert sorted(local_ids(sandbox.dump())) == sorted(dump)
@@ -99,7 +99,7 @@ def test_not_approved_registration_forced_into_a_job_is_skipped(app, sandbox):
         assert job.total == 4
         # and one that was Approved when the job was made, but is not any more when it runs
         Registration.update(status="Withdrawn").where(Registration.id == approved[2].id).execute()
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         items = _items(job.id)
         assert items[submitted.id].status == "Skipped" and "Not Approved" in items[submitted.id].reason
         assert items[approved[2].id].status == "Skipped" and "Withdrawn" in items[approved[2].id].reason
@@ -120,7 +120,7 @@ def test_records_whose_mapping_fails_are_failed_and_never_sent(app, sandbox):
         answers = dict(bad.answers, birth_date="next tuesday")
         Registration.update(answers=answers).where(Registration.id == bad.id).execute()
         job = jobs.create_job(app, _org(app), None, Selection(ids=tuple(r.id for r in regs)))
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         item = _items(job.id)[bad.id]
         assert item.status == "Failed" and item.sent is None
         assert item.reason.startswith("Not sent:") and "next tuesday" in item.reason
@@ -158,7 +158,7 @@ def test_sis_faults_end_in_true_statuses_with_bounded_retries(app, sandbox, faul
         sandbox.set_faults(fault_path="/ws/v1/student", **fault)
         job = jobs.create_job(app, _org(app), None, Selection(ids=tuple(r.id for r in regs)))
         t0 = time.monotonic()
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         assert time.monotonic() - t0 < 15
         items = _items(job.id)
         assert {i.status for i in items.values()} == {expect}
@@ -182,7 +182,7 @@ def test_a_record_the_sis_refuses_fails_alone_with_its_reason(app, sandbox):
         victim = regs[2]
         sandbox.set_faults(reject_local_ids=[str(victim.form_id)])
         job = jobs.create_job(app, _org(app), None, Selection(ids=tuple(r.id for r in regs)))
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         items = _items(job.id)
         assert items[victim.id].status == "Failed" and items[victim.id].reason
         assert items[victim.id].sent["local_id"] == victim.form_id  # it was sent; the SIS said no
@@ -191,7 +191,7 @@ def test_a_record_the_sis_refuses_fails_alone_with_its_reason(app, sandbox):
         sandbox.set_faults(reject_local_ids=[])
         retry = jobs.create_retry_job(app, SyncJob.get_by_id(job.id), None)
         assert retry.total == 1 and retry.kind == "retry" and retry.retry_of_id == job.id
-        jobs.run_job(app, retry.id)
+        runner.run_job(app, retry.id)
         assert [i.status for i in _items(retry.id).values()] == ["Succeeded"]
         assert Registration.get_by_id(victim.id).sync_status == "Succeeded"
         assert jobs.create_retry_job(app, SyncJob.get_by_id(retry.id), None) is None
@@ -233,7 +233,7 @@ def test_two_jobs_over_the_same_students_never_export_one_twice_at_once(app, san
     def run(job_id):
         try:
             with app.app_context(), database.connection_context():
-                jobs.run_job(app, job_id)
+                runner.run_job(app, job_id)
         except Exception as exc:  # pragma: no cover - reported below
             errors.append(exc)
 
@@ -260,7 +260,7 @@ def test_a_task_that_died_mid_export_is_recovered_without_a_duplicate(app, sandb
     with app.app_context(), database.connection_context():
         regs = _approved_with_connection()
         job = jobs.create_job(app, _org(app), None, APPROVED)
-        dead = jobs.JobRunner(app, SyncJob.get_by_id(job.id))
+        dead = runner.JobRunner(app, SyncJob.get_by_id(job.id))
         conn_id, mine = dead.claim()
         assert len(mine) == 5
         # the dead task's export reached the SIS...
@@ -276,16 +276,16 @@ def test_a_task_that_died_mid_export_is_recovered_without_a_duplicate(app, sandb
         # ...and then it died: its records stay In Progress, held by markers nobody refreshes
         assert {Registration.get_by_id(r).sync_status for _, r in mine} == {"In Progress"}
         # a live task of the same job leaves them alone while they are fresh
-        live = jobs.run_job(app, job.id)
+        live = runner.run_job(app, job.id)
         assert not live.finished
         assert SyncJob.get_by_id(job.id).status == "Running"
         requeued = []
-        assert jobs.recover(app, lambda j: requeued.append(j) or True) == []  # not stale yet
+        assert recovery.recover(app, lambda j: requeued.append(j) or True) == []  # not stale yet
         time.sleep(1.2)
         SyncJob.update(heartbeat_at=utcnow() - dt.timedelta(seconds=5)).where(SyncJob.id == job.id).execute()
-        assert jobs.recover(app, lambda j: requeued.append(j) or True) == [job.id]
+        assert recovery.recover(app, lambda j: requeued.append(j) or True) == [job.id]
         assert {SyncItem.get_by_id(i).status for i, _ in mine} == {"Pending"}
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         items = _items(job.id)
         assert {i.status for i in items.values()} == {"Succeeded"}
         assert {items[r].action for _, r in mine} == {"update"}  # matched, not inserted again
@@ -363,7 +363,7 @@ def test_partial_sync_and_secrets_redacted_from_history(fake_app):
     app = fake_app
     with app.app_context(), database.connection_context():
         job = jobs.create_job(app, _org(app), None, APPROVED)
-        jobs.run_job(app, job.id)
+        runner.run_job(app, job.id)
         items = list(SyncItem.select().where(SyncItem.job == job.id))
         statuses = Counter(i.status for i in items)
         assert statuses["Partial Sync"] and statuses["Succeeded"] and sum(statuses.values()) == job.total

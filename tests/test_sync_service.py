@@ -15,7 +15,7 @@ import pytest
 
 from enroll_sync import hookimpl
 from enroll_sync.adapters import AdapterError, CheckResult, FieldSection, SettingField, SISAdapter, TargetField
-from enroll_sync.connections import create_connection
+from enroll_sync.sync.connections import create_connection
 from enroll_sync.db import database
 from enroll_sync.demo import DEMO_SLUG, load_demo
 from enroll_sync.migrations import upgrade
@@ -321,10 +321,10 @@ def test_another_organizations_connection_is_not_found(app, live, login):
 def _sync_service_routes(app, cid):
     out = []
     for rule in app.url_map.iter_rules():
-        if not rule.endpoint.startswith("sync_service."):
+        if not rule.endpoint.startswith(("connections.", "mapping.")):
             continue
         path = (rule.rule.replace("<connection_id>", str(cid)).replace("<kind>", "export_student")
-                .replace("<adapter>", "powerschool"))
+                .replace("<adapter>", "powerschool").replace("<version>", "1"))
         assert "<" not in path, path
         for method in sorted(rule.methods - {"HEAD", "OPTIONS"}):
             out.append((method, path))

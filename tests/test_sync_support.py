@@ -9,9 +9,9 @@ import uuid
 
 import pytest
 
-from enroll_sync.connections import drop_adapter, target_sections
+from enroll_sync.sync.connections import drop_adapter, target_sections
 from enroll_sync.db import database
-from enroll_sync.mapping_versions import save_rows
+from enroll_sync.sync.mappings.versions import save_rows
 from enroll_sync.models import (Mapping, Registration, School, SyncConnection, SyncItem, SyncJob, utcnow)
 
 #: fast retries so fault tests stay quick (advanced adapter settings, not in the form)

@@ -26,14 +26,15 @@ checked of how many (``checked`` / ``eligible``) and never implies the rest were
 from __future__ import annotations
 
 import logging
-import os
 import time
 from dataclasses import dataclass, field
 
-from ..export_rule import ExportContexts, map_for_export
-from ..models import Organization, Registration, School
-from .jobs import (APPROVED, ConnectionCheck, SyncPlan, _load_registrations, check_connections,
-                   mapping_crash_reason, mapping_failure_reason, plan_sync)
+from ..config import dry_run_limits
+from ..models import APPROVED, Organization, Registration, School
+from .export_rule import ExportContexts, map_for_export
+from .mappings import ConnectionCheck, check_connections
+from .plan import SyncPlan, plan_sync
+from .runner import load_registrations, mapping_crash_reason, mapping_failure_reason
 from .selection import Selection
 
 log = logging.getLogger("enroll_sync.sync")
@@ -46,26 +47,6 @@ SHOWN_FAILURES = 20
 SHOWN_WARNING_KINDS = 5
 #: default bound on the registrations checked by one dry run (``DRY_RUN_MAX``)
 DEFAULT_MAX = 20000
-#: default time budget of one dry run in seconds (``DRY_RUN_SECONDS``)
-DEFAULT_SECONDS = 20.0
-
-
-def dry_run_limits(app) -> tuple[int, float]:
-    """(most registrations checked, seconds budget): the app config ``DRY_RUN_MAX`` /
-    ``DRY_RUN_SECONDS``, else ``ENROLL_SYNC_DRY_RUN_MAX`` / ``_DRY_RUN_SECONDS``."""
-    out = []
-    for name, cast, default in (("DRY_RUN_MAX", int, DEFAULT_MAX), ("DRY_RUN_SECONDS", float, DEFAULT_SECONDS)):
-        raw = app.config.get(name)
-        if raw is None:
-            raw = os.environ.get("ENROLL_SYNC_" + name)
-        value = default
-        if raw not in (None, ""):
-            try:
-                value = cast(raw)
-            except (TypeError, ValueError):
-                log.warning("ignoring %s=%r (not a number)", name, raw)
-        out.append(value if value > 0 else default)
-    return out[0], out[1]
 
 
 @dataclass
@@ -150,7 +131,7 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
         if not ids:
             break
         last = ids[-1]
-        regs = _load_registrations(ids)
+        regs = load_registrations(ids)
         for rid in ids:
             reg = regs.get(rid)
             if reg is None or reg.status != APPROVED:

@@ -72,7 +72,7 @@ def get_huey(app):
 
     def run_sync_job(job_id):
         """Run one task of a sync job (see enroll_sync.sync.jobs)."""
-        from .jobs import run_job
+        from .runner import run_job
         with app.app_context(), database.connection_context():
             run_job(app, int(job_id), stop=stop_event(app), requeue=lambda j: enqueue_job(app, j, tasks=1))
 
@@ -90,7 +90,7 @@ def _task(app):
 def enqueue_job(app, job_id: int, tasks: int | None = None) -> int:
     """Enqueue ``tasks`` tasks for the job (default JOB_TASKS, at most one per record)."""
     from ..models import SyncJob
-    from .jobs import job_settings
+    from ..config import job_settings
     huey, task_class = _task(app)
     if tasks is None:
         tasks = job_settings(app).tasks
@@ -124,7 +124,7 @@ def requeue_if_missing(app, job_id: int) -> bool:
 
 def recover_now(app) -> list[int]:
     """Run recovery once (in an app context with a database connection)."""
-    from .jobs import recover
+    from .recovery import recover
     with app.app_context(), database.connection_context():
         return recover(app, lambda job_id: requeue_if_missing(app, job_id))
 
@@ -178,7 +178,7 @@ class InProcessConsumer:
     """Consumer threads and the recovery thread inside a web process."""
 
     def __init__(self, app, workers=None):
-        from .jobs import job_settings
+        from ..config import job_settings
         self.app = app
         self.stop_event = stop_event(app)
         self.stop_event.clear()
@@ -203,7 +203,7 @@ def start_in_process_consumer(app, workers=None) -> InProcessConsumer:
 
 def run_worker(app, workers=None) -> None:
     """Consume sync tasks in the foreground until SIGINT/SIGTERM (``enroll-sync worker``)."""
-    from .jobs import job_settings
+    from ..config import job_settings
     if not logging.getLogger().handlers:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     ev = stop_event(app)

@@ -11,8 +11,8 @@ from ..ids import parse_id
 from ..models import AuditLog
 
 #: modules under enroll_sync.web that define ``bp``
-BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "sync_service",
-              "mapping_history", "sync_logs")
+BLUEPRINTS = ("auth", "home", "schools", "registrations", "users", "organization", "connections", "mapping",
+              "sync_logs")
 
 
 def register_blueprints(app):
@@ -37,6 +37,14 @@ def render(template: str, block: str | None = None, **context):
     if block and is_htmx() and not request.headers.get("HX-Boosted"):
         return render_block(template, block.replace("-", "_"), **context)
     return render_template(template, **context)
+
+
+def page_arg(name: str = "page") -> int:
+    """The page number asked for in the query string (1 when missing or not a number)."""
+    try:
+        return max(1, min(int(request.args.get(name, 1)), 100000))
+    except (TypeError, ValueError):
+        return 1
 
 
 def org_id() -> int:

@@ -13,7 +13,7 @@ def index():
     if current_user.can(security.VIEW_REGISTRATIONS):
         return redirect(url_for("registrations.index"))
     if current_user.can(security.SYNC_FULL_ACCESS):
-        return redirect(url_for("sync_service.connections"))
+        return redirect(url_for("connections.connections"))
     return render_template("home.html")
 
 

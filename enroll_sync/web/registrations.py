@@ -20,10 +20,12 @@ from .. import security
 from ..ids import parse_id
 from ..models import (JOB_HELD, REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Organization, Registration,
                       School, Student, SyncJob)
-from ..sync.jobs import create_job, create_retry_job, plan_sync, registration_history, running_jobs
+from ..sync.jobs import create_job, create_retry_job
+from ..sync.plan import plan_sync
+from ..sync.progress import registration_history, running_jobs
 from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
 from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
-from .sync_logs import (approve_response, cancel_response, enqueue_or_warn, failures_csv, job_page,
+from .job_pages import (approve_response, cancel_response, enqueue_or_warn, failures_csv, job_page,
                         job_progress_fragment)
 
 log = logging.getLogger("enroll_sync.web")
@@ -304,26 +306,3 @@ def _running_jobs_nav():
             log.warning("could not list running sync jobs", exc_info=True)
             return []
     return {"running_sync_jobs": running_sync_jobs}
-
-
-@bp.app_template_filter("pretty_json")
-def pretty_json(value):
-    """A payload or SIS answer as readable JSON (accents as they are; escaped by Jinja)."""
-    import json
-    if value is None:
-        return ""
-    return json.dumps(value, indent=2, ensure_ascii=False, default=str)
-
-
-@bp.app_template_filter("duration")
-def duration(seconds):
-    if seconds is None:
-        return "—"
-    seconds = int(round(seconds))
-    if seconds < 60:
-        return f"{seconds} s"
-    minutes, s = divmod(seconds, 60)
-    if minutes < 60:
-        return f"{minutes} min {s:02d} s"
-    hours, m = divmod(minutes, 60)
-    return f"{hours} h {m:02d} min"

@@ -8,7 +8,7 @@ import pytest
 
 from generic_helpers import FAST
 from sis_generic import GenericRestAdapter
-from sis_generic.testserver import serve_in_thread
+from sis_generic.sandbox import serve_in_thread
 
 
 

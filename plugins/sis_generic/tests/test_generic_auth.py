@@ -98,7 +98,7 @@ def test_secret_in_schema_url_is_redacted(make_adapter):
 
 def test_credentials_are_not_sent_to_a_foreign_schema_host(server):
     """A schema on another origin is fetched without the SIS credentials."""
-    from sis_generic.testserver import serve_in_thread
+    from sis_generic.sandbox import serve_in_thread
     other = serve_in_thread(port=0)
     try:
         settings = server.settings(auth="bearer", schema_url=f"{other.url}/metadata/data/v3/swagger.json",

@@ -10,7 +10,7 @@ import pytest
 from enroll_sync import AdapterError
 from enroll_sync.testing import target_field_problems
 from sis_generic import GenericRestAdapter
-from sis_generic.testserver import openapi_document
+from sis_generic.sandbox import openapi_document
 
 
 def by_key(sections):

@@ -49,7 +49,7 @@ def test_sandbox_command_is_added_and_serves(tmp_path):
     help_text = CliRunner().invoke(sandbox, ["edfi", "--help"]).output
     assert "--port" in help_text
 
-    code = "from sis_generic.plugin import edfi_command; edfi_command(['--port', '0'])"
+    code = "from sis_generic.cli import edfi_command; edfi_command(['--port', '0'])"
     proc = subprocess.Popen([sys.executable, "-u", "-c", code], stdout=subprocess.PIPE,
                             stderr=subprocess.DEVNULL, text=True)
     try:

@@ -34,6 +34,11 @@ FAULT_FLAGS = {
     "throttle_status": "throttle_status",
     "token_lifetime": "token_lifetime",
     "revoke_tokens_every": "revoke_tokens_every",
+    "revoke_new_tokens_every": "revoke_new_tokens_every",
+    "drip_bytes_per_s": "drip_bytes_per_s",
+    "drip_answers": "drip_answers",
+    "busy_records": "busy_records",
+    "page_error_at": "page_error_at",
     "reject_local_id": "reject_local_ids",
     "reject_last_name": "reject_last_names",
     "drop_results_for": "drop_results_for",
@@ -55,6 +60,14 @@ _KINDS = "; ".join(f"{k}: {v}" for k, v in MALFORMED_KINDS.items())
               help="OAuth client secret the sandbox accepts (a demo value; not a real secret).")
 @click.option("--students", "seed_count", default=0, show_default=True, type=int,
               help="Store this many example students at start (local_id 900001 and up).")
+@click.option("--seed-students", "seed_students_count", default=0, show_default=True, type=int,
+              help="Store this many realistic students at start (local_id 100001 and up; "
+                   "families, grades within each school, addresses, codes, extension rows), "
+                   "the same ones for the same --seed. 5,000 take well under a second, 100,000 "
+                   "several seconds.")
+@click.option("--seed-contacts/--no-seed-contacts", default=False, show_default=True,
+              help="With --seed-students: also create each family's guardians in the "
+                   "contacts API, linked to every child.")
 # -- slowness and random failures
 @click.option("--latency-ms", default=0, show_default=True, type=int,
               help="Added to every API request.")
@@ -105,6 +118,24 @@ _KINDS = "; ".join(f"{k}: {v}" for k, v in MALFORMED_KINDS.items())
 @click.option("--revoke-tokens-every", default=0, show_default=True, type=int,
               help="Revoke every token after each N-th API request that had a valid one, so "
                    "the next request gets 401 (token revocation; 0: never).")
+@click.option("--revoke-new-tokens-every", default=0, show_default=True, type=int,
+              help="Harsher: each N-th API request revokes the token it used AND the next "
+                   "token issued is revoked before it is used (workers sharing a token the "
+                   "SIS revokes early), so fetching a new token once per request is not "
+                   "enough (0: never).")
+# -- slow answers and partial failures
+@click.option("--drip-bytes-per-s", default=0.0, show_default=True, type=float,
+              help="Send API answers under --fault-path this many bytes per second, in small "
+                   "pieces with the full Content-Length: each read is quick, the answer "
+                   "takes long (defeats a per-read timeout; 0: off).")
+@click.option("--drip-answers", default=0, show_default=True, type=int,
+              help="With --drip-bytes-per-s: only the next N answers drip, then dripping "
+                   "stops (0: every answer).")
+@click.option("--busy-records", default=0, show_default=True, type=int,
+              help="The next N records of POST /ws/v1/student are refused with HTTP 200 and a "
+                   "per-record ERROR 'server is busy ... try again later' (not saved).")
+@click.option("--page-error-at", default=0, show_default=True, type=int,
+              help="Page N of a student list answers HTTP 500 once, then works (0: off).")
 # -- per-record answers
 @click.option("--reject-local-id", multiple=True,
               help="Refuse this local_id with a per-record error (repeatable).")
@@ -117,18 +148,22 @@ _KINDS = "; ".join(f"{k}: {v}" for k, v in MALFORMED_KINDS.items())
                    "(repeatable).")
 @click.option("--page-size-max", default=500, show_default=True, type=int,
               help="student_max_page_size reported and enforced.")
-@click.option("--seed", default=None, type=int, help="Random seed for the random faults.")
+@click.option("--seed", default=None, type=int,
+              help="Random seed for the random faults and --seed-students (which uses 0 "
+                   "when not given).")
 @click.option("--quiet/--access-log", default=False, show_default=True,
               help="Hide the per-request access log.")
-def powerschool_command(host, port, db, client_id, client_secret, seed_count, seed, quiet,
-                        **flags):
+def powerschool_command(host, port, db, client_id, client_secret, seed_count, seed_students_count,
+                        seed_contacts, seed, quiet, **flags):
     """Run a PowerSchool-compatible sandbox SIS.
 
     Faults can also be changed while it runs: POST a JSON object to /sandbox/faults
     (GET it to see them all) with the flags' names in snake case, e.g.
     {"burst_429": 3, "retry_after": "2"}; {"revoke_tokens": true} revokes the tokens
-    issued so far. GET /sandbox/dump lists every stored student; POST /sandbox/reset
-    empties it and puts the faults back to these flags.
+    issued so far. GET /sandbox/dump lists every stored student and GET /sandbox/contacts
+    every contact and link; POST /sandbox/reset empties it and puts the faults back to
+    these flags. POST /sandbox/empty, /sandbox/renumber and /sandbox/students/<id>/change
+    play the SIS being emptied, restored under new ids, or edited by hand.
     """
     faults = {}
     for name, value in flags.items():
@@ -143,8 +178,14 @@ def powerschool_command(host, port, db, client_id, client_secret, seed_count, se
         seed=seed, quiet=quiet, **faults)
     if seed_count:
         seed_students(store, seed_count)
+    if seed_students_count:
+        store.seed_students(seed_students_count, seed=0 if seed is None else seed,
+                            contacts=seed_contacts)
     url = f"http://{host}:{server.server_port}"
     click.echo(f"PowerSchool sandbox on {url} (client id {client_id!r}; students in {db})")
+    if seed_students_count:
+        click.echo(f"Seeded {seed_students_count} students"
+                   + (" with their guardians" if seed_contacts else ""), err=True)
     click.echo(f"Faults: POST {url}/sandbox/faults   Dump: GET {url}/sandbox/dump")
     try:
         server.serve_forever()

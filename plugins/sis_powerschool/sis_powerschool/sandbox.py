@@ -1,28 +1,62 @@
 """A PowerSchool-compatible sandbox SIS.
 
 No public PowerSchool mock exists, so this server follows what is written in
-``shared/reference/powerschool-api.md``: OAuth2 client credentials with
-``expires_in`` as a string, ``/ws/v1/metadata``, the district and its code
-expansions, schools, students (paging, the ``q`` search subset, ``/count``,
-expansions and extensions), ``POST /ws/v1/student`` with PowerSchool's validation
-rules and its quirks (per-record errors with HTTP 200; ``result`` and
-``error_message.error`` are an object when there is one and an array when there
-are several), extension-table metadata, and the per-plugin request throttle.
+``shared/reference/powerschool-api.md``, ``contacts.md`` and ``import-direction.md``.
+Where they are silent it does what a real PowerSchool plausibly does; those places say
+"(inferred)".
 
-Only the sandbox has ``/sandbox/*``: ``GET/POST /sandbox/faults`` (fault
-injection), ``GET /sandbox/dump`` (every stored student, read-only),
-``GET /sandbox/requests`` (what was asked, without credentials) and
-``POST /sandbox/reset``.
+PowerSchool's API (every ``/ws/`` call needs a bearer token):
 
-Start it from the command line (``enroll-sync sandbox powerschool --port 5001``)
-or, in tests, with ``serve_in_thread(port=0)``.
+- OAuth2 client credentials (``POST /oauth/access_token``, ``expires_in`` a string).
+- Discovery: ``/ws/v1/metadata``, ``/ws/v1/district`` with the ``entry_codes``,
+  ``exit_codes``, ``ethnicity_race_codes`` and ``race_codes`` expansions, schools,
+  ``/ws/schema/table/{extension table}/metadata``.
+- Students: ``GET /ws/v1/district/student`` and ``/ws/v1/school/{id}/student`` (``page``
+  from 1, ``pagesize`` defaulting to and capped by ``student_max_page_size``, stable order
+  by id, the ``q`` search subset, ``expansions``, ``extensions``), their ``/count``,
+  ``GET /ws/v1/student/{id}``; ``POST /ws/v1/student`` with PowerSchool's validation rules
+  and quirks (per-record errors with HTTP 200; ``result`` and ``error_message.error`` are an
+  object when there is one and an array when there are several).
+- Contacts (the contacts plugin API): ``POST /ws/contacts/contact`` (emails, phones,
+  addresses and ``contactStudents`` inline), ``GET /ws/contacts/contact/{id}``,
+  ``GET /ws/contacts/contacts?contactids=``, ``DELETE /ws/contacts/{id}``,
+  ``GET|PUT /ws/contacts/{id}/demographics``, ``/ws/contacts/{id}/emails|phones|addresses``
+  (``GET|POST``, and ``GET|PUT|DELETE .../{itemid}``), ``/ws/contacts/{id}/students`` and
+  ``.../students/{studentcontactid}/studentdetails`` (links to students with relationship,
+  custodial, lives with, receives mail, emergency, school pickup, dates; ``sequence`` is
+  the student's priority), ``GET /ws/contacts/student/{dcid}`` (204 when none) and
+  ``.../student/original_contact_types/in_use/{dcid}``. Saves answer
+  ``{"status", "action", "_success_message", "_warning_message", "savedObject"}``; refusals
+  are HTTP 400 with ``_error_message._warning``.
+- Schema tables a plugin reads beside the contacts API: ``GET /ws/schema/table/codeset``
+  (code sets ``Relationship``, ``Phone``, ``Email``, ``Address``, ``Gender``, ``State``...)
+  and ``GET /ws/schema/table/person`` (search contacts by name), each with ``/count``.
+- The per-plugin request throttle.
+
+Only the sandbox has ``/sandbox/*``: ``GET/POST /sandbox/faults`` (fault injection, see
+``DEFAULT_FAULTS``: latency, random and counted 500s, hangs, 429/503 bursts, broken bodies
+(``MALFORMED_KINDS``), lost answers, throttle, token expiry and revocation including
+``revoke_new_tokens_every``, dripping answers, busy records in a batch, a failing list
+page, per-record rejections, "No access to the field"), ``GET /sandbox/dump`` (every stored
+student), ``GET /sandbox/contacts`` (every contact and contact-student link),
+``GET /sandbox/requests`` (what was asked, without credentials), ``POST /sandbox/reset``,
+``POST /sandbox/seed`` (realistic students, ``SandboxStore.seed_students``), and the SIS's
+own life: ``POST /sandbox/empty`` (every student and contact deleted),
+``POST /sandbox/renumber`` (restored from a backup: the same records under new ids) and
+``POST /sandbox/students/{id}/change`` (a student edited by hand; ``null`` clears a field).
+
+Start it from the command line (``enroll-sync sandbox powerschool --port 5001``, see
+``--help``; ``--seed-students N`` seeds N realistic students) or, in tests, with
+``serve_in_thread(port=0)``.
 """
 from __future__ import annotations
 
 import base64
+import bisect
 import collections
 import copy
 import datetime as dt
+import itertools
 import json
 import random
 import re
@@ -71,6 +105,45 @@ ETHNICITY_CODES = [
     {"id": 1, "code": "H", "description": "Hispanic or Latino", "sort_order": 1},
     {"id": 2, "code": "N", "description": "Not Hispanic or Latino", "sort_order": 2},
 ]
+#: district race codes (``ethnicity_race.races[].district_race_code``); offered as the
+#: district expansion ``race_codes`` like the entry codes (inferred)
+RACE_CODES = [
+    {"id": 1, "code": "AI", "description": "American Indian or Alaska Native", "sort_order": 1},
+    {"id": 2, "code": "AS", "description": "Asian", "sort_order": 2},
+    {"id": 3, "code": "BL", "description": "Black or African American", "sort_order": 3},
+    {"id": 4, "code": "PI", "description": "Native Hawaiian or Other Pacific Islander",
+     "sort_order": 4},
+    {"id": 5, "code": "WH", "description": "White", "sort_order": 5},
+]
+#: PowerSchool's CodeSet table: code type -> [(code, display value)]. The contacts API names
+#: its codes "CodeSet code where CodeType = 'Relationship'" (and 'Phone', 'Email', 'Address',
+#: 'Gender', 'Prefix', 'Suffix', 'State', 'Country'); a plugin reads them with
+#: ``GET /ws/schema/table/codeset?q=codetype==Relationship``. The code values are a typical
+#: district's (inferred: every district edits its own list).
+_STATES = ("AL AK AZ AR CA CO CT DE DC FL GA HI ID IL IN IA KS KY LA ME MD MA MI MN MS MO MT NE "
+           "NV NH NJ NM NY NC ND OH OK OR PA RI SC SD TN TX UT VT VA WA WV WI WY").split()
+CODE_SETS: dict[str, list[tuple[str, str]]] = {
+    "Relationship": [(c, c) for c in (
+        "Mother", "Father", "Guardian", "Stepmother", "Stepfather", "Foster Mother",
+        "Foster Father", "Grandmother", "Grandfather", "Aunt", "Uncle", "Sister", "Brother",
+        "Friend", "Neighbor", "Doctor", "Other")],
+    "Phone": [("Home", "Home"), ("Mobile", "Mobile"), ("Work", "Work"), ("Daytime", "Daytime"),
+              ("Other", "Other")],
+    "Email": [("Current", "Current"), ("Personal", "Personal"), ("Work", "Work")],
+    "Address": [("Home", "Home"), ("Mailing", "Mailing"), ("Work", "Work")],
+    "Gender": [("M", "Male"), ("F", "Female"), ("X", "Non-binary")],
+    "Prefix": [("Mr.", "Mr."), ("Mrs.", "Mrs."), ("Ms.", "Ms."), ("Dr.", "Dr.")],
+    "Suffix": [("Jr.", "Jr."), ("Sr.", "Sr."), ("II", "II"), ("III", "III")],
+    "State": [(c, c) for c in _STATES],
+    "Country": [("US", "United States"), ("MX", "Mexico"), ("CA", "Canada")],
+}
+#: the rows of the codeset table, ids from 1001 in the order above
+CODESET_ROWS: list[dict] = []
+for _type, _codes in CODE_SETS.items():
+    for _order, (_code, _display) in enumerate(_codes, 1):
+        CODESET_ROWS.append({"codesetid": 1001 + len(CODESET_ROWS), "codetype": _type,
+                             "code": _code, "displayvalue": _display, "description": _display,
+                             "uidisplayorder": _order, "isvisible": 1})
 #: extension tables of STUDENTS (name -> columns); ``access`` as PowerSchool reports it
 EXTENSION_TABLES = {
     "u_students_extension": {
@@ -128,6 +201,13 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "throttle_status": 429,   # status of a throttled request (429 or 503)
     "token_lifetime": DEFAULT_TOKEN_LIFETIME,  # expires_in of new tokens, seconds
     "revoke_tokens_every": 0,  # revoke every token after each N-th authorised API request
+    "revoke_new_tokens_every": 0,  # each N-th authorised request revokes its token, and the
+                              # next token issued after that is already revoked
+    "drip_bytes_per_s": 0,    # API answers under fault_path are sent this slowly (0: off)
+    "drip_answers": 0,        # with drip_bytes_per_s: only the next N answers, then drip
+                              # is off again (0: every answer while drip_bytes_per_s is set)
+    "busy_records": 0,        # the next N records of POST /ws/v1/student: "busy, try again"
+    "page_error_at": 0,       # page N of a student list answers 500 once (0: off)
     "reject_local_ids": [],   # per-record error for these local_ids
     "reject_last_names": [],  # per-record error for these last names (case-insensitive)
     "drop_results_for": [],   # process but leave these local_ids out of the answer
@@ -263,8 +343,15 @@ def _err(path: tuple | str, code: str, description: str) -> dict:
 
 # ----------------------------------------------------------------------------- storage
 
+#: where each kind of id starts (distinct ranges, so an id used as the wrong kind fails;
+#: PowerSchool's real ids come from separate sequences too, inferred)
+ID_BASES = {"person": 5001, "studentcontact": 30001, "studentcontactdetail": 40001,
+            "email": 50001, "phone": 60001, "address": 70001}
+
+
 class SandboxStore:
-    """Students in SQLite (a file or ``:memory:``), plus tokens, faults and a request log."""
+    """Students and contacts in SQLite (a file or ``:memory:``), plus tokens, faults and a
+    request log."""
 
     def __init__(self, db: str = ":memory:", *, client_id: str = DEFAULT_CLIENT_ID,
                  client_secret: str = DEFAULT_CLIENT_SECRET, faults: dict | None = None,
@@ -287,7 +374,24 @@ class SandboxStore:
                 doc TEXT NOT NULL);
             CREATE INDEX IF NOT EXISTS students_state_id ON students(state_province_id);
             CREATE INDEX IF NOT EXISTS students_last_name ON students(last_name);
+            CREATE TABLE IF NOT EXISTS contacts (
+                id INTEGER PRIMARY KEY,
+                first_name TEXT, middle_name TEXT, last_name TEXT, active INTEGER,
+                doc TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS contacts_name ON contacts(last_name, first_name);
+            CREATE TABLE IF NOT EXISTS contact_students (
+                id INTEGER PRIMARY KEY,
+                contact_id INTEGER NOT NULL, student_dcid INTEGER NOT NULL,
+                doc TEXT NOT NULL);
+            CREATE INDEX IF NOT EXISTS contact_students_student ON contact_students(student_dcid);
+            CREATE INDEX IF NOT EXISTS contact_students_contact ON contact_students(contact_id);
+            CREATE TABLE IF NOT EXISTS id_sequences (kind TEXT PRIMARY KEY, next INTEGER NOT NULL);
+            CREATE TABLE IF NOT EXISTS codesets (
+                codesetid INTEGER PRIMARY KEY, codetype TEXT, code TEXT, displayvalue TEXT,
+                description TEXT, uidisplayorder INTEGER, isvisible INTEGER);
         """)
+        self.conn.executemany("INSERT OR REPLACE INTO codesets VALUES (?,?,?,?,?,?,?)",
+                              [tuple(r[c] for c in CODESET_COLUMNS) for r in CODESET_ROWS])
         self.base_faults = {**copy.deepcopy(DEFAULT_FAULTS), **(faults or {})}
         self.faults = copy.deepcopy(self.base_faults)
         self.tokens: dict[str, float] = {}   # token -> expiry (time.time())
@@ -295,7 +399,10 @@ class SandboxStore:
         self.rng = random.Random(seed)
         self._last_api_request = 0.0
         self._authorised = 0  # API requests with a valid token (revoke_tokens_every)
+        self._authorised_new = 0  # the same for revoke_new_tokens_every
+        self._next_token_dead = False  # revoke_new_tokens_every: the next token is revoked
         self.generation = 0  # bumped by reset(): requests begun before it are not logged
+        self.drip_version = 0  # bumped when drip_bytes_per_s is set
 
     # -- faults
     def set_faults(self, **changes: Any) -> dict:
@@ -312,18 +419,33 @@ class SandboxStore:
                     continue
                 if key == "revoke_tokens_every":
                     self._authorised = 0
+                if key == "revoke_new_tokens_every":
+                    self._authorised_new = 0
+                    self._next_token_dead = False
+                if key == "drip_bytes_per_s":
+                    self.drip_version += 1  # answers dripping now send the rest at once
                 self.faults[key] = copy.deepcopy(value)
             return copy.deepcopy(self.faults)
 
-    def authorised(self) -> None:
-        """Count an API request that had a valid token (``revoke_tokens_every``)."""
+    def authorised(self, token: str | None = None) -> None:
+        """Count an API request that had a valid token (``revoke_tokens_every`` and
+        ``revoke_new_tokens_every``)."""
         with self.lock:
             every = int(self.faults.get("revoke_tokens_every") or 0)
-            if every <= 0:
-                return
-            self._authorised += 1
-            if self._authorised % every == 0:
-                self.tokens.clear()
+            if every > 0:
+                self._authorised += 1
+                if self._authorised % every == 0:
+                    self.tokens.clear()
+            every_new = int(self.faults.get("revoke_new_tokens_every") or 0)
+            if every_new > 0:
+                self._authorised_new += 1
+                if self._authorised_new % every_new == 0:
+                    # "Workers sharing a token the SIS revokes early": the token this request
+                    # used dies after it, and so does the first token issued after that, so a
+                    # client must be ready to fetch a token more than once for one request.
+                    if token is not None:
+                        self.tokens.pop(token, None)
+                    self._next_token_dead = True
 
     def take(self, counter: str) -> bool:
         """Consume one unit of a counted fault; True when it applies."""
@@ -333,9 +455,31 @@ class SandboxStore:
                 return True
             return False
 
+    def take_drip(self) -> float:
+        """The bytes per second this answer drips at (0: it does not). With
+        ``drip_answers`` N > 0 only N answers drip; after the last, dripping is off."""
+        with self.lock:
+            rate = float(self.faults.get("drip_bytes_per_s") or 0)
+            left = int(self.faults.get("drip_answers") or 0)
+            if rate > 0 and left > 0:
+                self.faults["drip_answers"] = left - 1
+                if left == 1:
+                    self.faults["drip_bytes_per_s"] = 0
+            return rate
+
+    def take_page_error(self, page: int) -> bool:
+        """``page_error_at``: True (once) when this is the page that fails."""
+        with self.lock:
+            at = int(self.faults.get("page_error_at") or 0)
+            if at > 0 and page == at:
+                self.faults["page_error_at"] = 0
+                return True
+            return False
+
     def reset(self) -> None:
         with self.lock:
-            self.conn.execute("DELETE FROM students")
+            for table in ("students", "contacts", "contact_students", "id_sequences"):
+                self.conn.execute(f"DELETE FROM {table}")
             try:
                 self.conn.execute("DELETE FROM sqlite_sequence WHERE name='students'")
             except sqlite3.OperationalError:
@@ -346,6 +490,8 @@ class SandboxStore:
             self.requests.clear()
             self._last_api_request = 0.0
             self._authorised = 0
+            self._authorised_new = 0
+            self._next_token_dead = False
             self.generation += 1
 
     # -- tokens
@@ -353,7 +499,10 @@ class SandboxStore:
         with self.lock:
             lifetime = int(self.faults["token_lifetime"])
             token = str(uuid.uuid4())
-            self.tokens[token] = time.time() + lifetime
+            if self._next_token_dead:
+                self._next_token_dead = False  # issued, but revoked before it is used
+            else:
+                self.tokens[token] = time.time() + lifetime
             return token, lifetime
 
     def token_valid(self, token: str) -> bool:
@@ -423,6 +572,264 @@ class SandboxStore:
     def dump(self) -> list[dict]:
         return [{"id": dcid, **doc} for dcid, doc in self.search(None)]
 
+    def seed_students(self, n: int, *, seed: int | None = 0, contacts: bool = False,
+                      start_local_id: int = 100001) -> list[int]:
+        """Store ``n`` realistic students quickly (one transaction) and return their new ids.
+
+        Names, birth dates that fit the grade, grades within each school's range, addresses,
+        phones, gender and ethnicity/race codes, state student numbers, usernames, guardian
+        fields, extension rows. Siblings share a last name, an address and guardians. The
+        same ``seed`` on the same store gives the same students. ``local_id`` counts up from
+        ``start_local_id``, skipping ids already taken. ``contacts=True`` also creates each
+        family's guardians in the contacts API, linked to every child."""
+        families = generate_families(n, seed=seed)
+        with self.lock:
+            taken = {row[0] for row in self.conn.execute("SELECT local_id FROM students")}
+            local_ids, candidate = [], start_local_id
+            while len(local_ids) < n:
+                if str(candidate) not in taken:
+                    local_ids.append(candidate)
+                candidate += 1
+            docs, owner = [], []  # owner: index of each student's family
+            for fi, family in enumerate(families):
+                for child in family["children"]:
+                    doc = finish_seeded_student(child, local_ids[len(docs)], seed)
+                    docs.append(doc)
+                    owner.append(fi)
+            self.conn.execute("BEGIN")
+            try:
+                before = self.conn.execute("SELECT COALESCE(MAX(dcid), 0) FROM students").fetchone()[0]
+                self.conn.executemany(
+                    "INSERT INTO students (local_id, state_province_id, student_username,"
+                    " first_name, last_name, school_number, enroll_status, grade_level, doc)"
+                    " VALUES (?,?,?,?,?,?,?,?,?)",
+                    [(*self._row_values(d), _fast_dumps(d)) for d in docs])
+                dcids = [r[0] for r in self.conn.execute(
+                    "SELECT dcid FROM students WHERE dcid > ? ORDER BY dcid", (before,))]
+                if contacts:
+                    kids: dict[int, list[tuple[int, dict]]] = collections.defaultdict(list)
+                    for dcid, doc, fi in zip(dcids, docs, owner):
+                        kids[fi].append((dcid, doc))
+                    for fi, family in enumerate(families):
+                        for priority, guardian in enumerate(family["guardians"], 1):
+                            self._seed_contact(guardian, priority, kids[fi])
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return dcids
+
+    def _seed_contact(self, guardian: dict, priority: int, kids: list[tuple[int, dict]]) -> None:
+        doc = {k: v for k, v in guardian.items() if k != "relationship"}
+        for item, kind, key in ((doc["emails"], "email", "contactEmailId"),
+                                (doc["phones"], "phone", "contactsPhoneId"),
+                                (doc["addresses"], "address", "contactsAddressId")):
+            for sub in item:
+                sub[key] = self.next_id(kind)
+        cid = self.contact_insert(doc)
+        for dcid, _ in kids:
+            self.link_insert(cid, dcid, {
+                "sequence": priority, "originalContactType": None,
+                "studentDetails": [{
+                    "studentContactDetailId": self.next_id("studentcontactdetail"),
+                    "relationship": guardian["relationship"], "relationshipNote": None,
+                    "custodial": True, "emergency": True, "livesWith": True,
+                    "schoolPickup": True, "receivesMail": priority == 1,
+                    "startDate": "2025-08-20", "endDate": None,
+                    "excludeFromStateReporting": False, "active": True}]})
+
+    # -- contacts (the contacts plugin API)
+    def next_id(self, kind: str) -> int:
+        row = self.conn.execute("SELECT next FROM id_sequences WHERE kind=?", (kind,)).fetchone()
+        value = row[0] if row else ID_BASES[kind]
+        self.conn.execute("INSERT OR REPLACE INTO id_sequences (kind, next) VALUES (?, ?)",
+                          (kind, value + 1))
+        return value
+
+    def _bump_sequence(self, kind: str, at_least: int) -> None:
+        row = self.conn.execute("SELECT next FROM id_sequences WHERE kind=?", (kind,)).fetchone()
+        value = max(row[0] if row else ID_BASES[kind], at_least)
+        self.conn.execute("INSERT OR REPLACE INTO id_sequences (kind, next) VALUES (?, ?)",
+                          (kind, value))
+
+    @staticmethod
+    def _contact_row(doc: dict) -> tuple:
+        return (doc.get("firstName"), doc.get("middleName"), doc.get("lastName"),
+                0 if doc.get("active") is False else 1, json.dumps(doc))
+
+    def contact_insert(self, doc: dict) -> int:
+        cid = self.next_id("person")
+        self.conn.execute("INSERT INTO contacts (id, first_name, middle_name, last_name, active,"
+                          " doc) VALUES (?,?,?,?,?,?)", (cid, *self._contact_row(doc)))
+        return cid
+
+    def contact_update(self, cid: int, doc: dict) -> None:
+        self.conn.execute("UPDATE contacts SET first_name=?, middle_name=?, last_name=?,"
+                          " active=?, doc=? WHERE id=?", (*self._contact_row(doc), cid))
+
+    def contact_get(self, cid: int) -> dict | None:
+        row = self.conn.execute("SELECT doc FROM contacts WHERE id=?", (cid,)).fetchone()
+        return json.loads(row[0]) if row else None
+
+    def contact_delete(self, cid: int) -> None:
+        self.conn.execute("DELETE FROM contact_students WHERE contact_id=?", (cid,))
+        self.conn.execute("DELETE FROM contacts WHERE id=?", (cid,))
+
+    def link_insert(self, cid: int, dcid: int, doc: dict) -> int:
+        scid = self.next_id("studentcontact")
+        self.conn.execute("INSERT INTO contact_students (id, contact_id, student_dcid, doc)"
+                          " VALUES (?,?,?,?)", (scid, cid, dcid, json.dumps(doc)))
+        return scid
+
+    def link_update(self, scid: int, doc: dict) -> None:
+        self.conn.execute("UPDATE contact_students SET doc=? WHERE id=?", (json.dumps(doc), scid))
+
+    def link_delete(self, scid: int) -> None:
+        self.conn.execute("DELETE FROM contact_students WHERE id=?", (scid,))
+
+    def links(self, *, contact_id: int | None = None, student_dcid: int | None = None,
+              link_id: int | None = None) -> list[tuple[int, int, int, dict]]:
+        """(studentContactId, contact id, student dcid, doc), by student priority."""
+        clauses, args = [], []
+        for column, value in (("contact_id", contact_id), ("student_dcid", student_dcid),
+                              ("id", link_id)):
+            if value is not None:
+                clauses.append(f"{column}=?")
+                args.append(value)
+        where = (" WHERE " + " AND ".join(clauses)) if clauses else ""
+        rows = self.conn.execute(f"SELECT id, contact_id, student_dcid, doc FROM contact_students"
+                                 f"{where} ORDER BY student_dcid, id", args).fetchall()
+        out = [(scid, cid, dcid, json.loads(doc)) for scid, cid, dcid, doc in rows]
+        out.sort(key=lambda r: (r[2], _as_int(r[3].get("sequence")) or 0, r[0]))
+        return out
+
+    def people(self, q: str | None, *, limit: int | None = None,
+               offset: int = 0) -> list[tuple[int, dict]]:
+        where, args = _fiql_where(q, PERSON_COLUMNS)
+        sql = f"SELECT id, doc FROM contacts{where} ORDER BY id"
+        if limit is not None:
+            sql += " LIMIT ? OFFSET ?"
+            args += [limit, offset]
+        return [(cid, json.loads(doc)) for cid, doc in self.conn.execute(sql, args).fetchall()]
+
+    def people_count(self, q: str | None) -> int:
+        where, args = _fiql_where(q, PERSON_COLUMNS)
+        return self.conn.execute(f"SELECT COUNT(*) FROM contacts{where}", args).fetchone()[0]
+
+    def dump_contacts(self) -> dict:
+        """Every stored contact (as GET /ws/contacts/contact renders it) and every
+        contact-student link."""
+        with self.lock:
+            contacts = [render_contact(self, cid, doc) for cid, doc in self.people(None)]
+            links = [{"studentContactId": scid, "contactId": cid, "studentDcid": dcid,
+                      "studentNumber": _s((self.get(dcid) or {}).get("local_id")), **doc}
+                     for scid, cid, dcid, doc in self.links()]
+        return {"contacts": contacts, "links": links}
+
+    # -- the SIS's life: emptied, restored under new ids, changed by hand
+    def empty(self) -> dict:
+        """Delete every student and contact ("SIS emptied"). Ids are not reused."""
+        with self.lock:
+            students = self.conn.execute("SELECT COUNT(*) FROM students").fetchone()[0]
+            contacts = self.conn.execute("SELECT COUNT(*) FROM contacts").fetchone()[0]
+            for table in ("students", "contacts", "contact_students"):
+                self.conn.execute(f"DELETE FROM {table}")
+        return {"students_deleted": students, "contacts_deleted": contacts}
+
+    def renumber(self) -> dict:
+        """Restore from a backup: the same students and contacts under NEW internal ids.
+
+        Every student's ``id`` (DCID) and every contact id, contact-student link id, detail,
+        email, phone and address id changes; everything else stays the same, in the same
+        order. Returns the old -> new id maps."""
+        with self.lock:
+            self.conn.execute("BEGIN")
+            try:
+                seq = self.conn.execute(
+                    "SELECT seq FROM sqlite_sequence WHERE name='students'").fetchone()
+                top = max(seq[0] if seq else 0, self.conn.execute(
+                    "SELECT COALESCE(MAX(dcid), 0) FROM students").fetchone()[0])
+                offset = (top // 1000 + 1) * 1000  # new ids above every id ever given
+                old = [r[0] for r in self.conn.execute("SELECT dcid FROM students ORDER BY dcid")]
+                self.conn.execute("UPDATE students SET dcid = dcid + ?", (offset,))
+                student_ids = {d: d + offset for d in old}
+                contacts = self.people(None)
+                links = self.links()
+                self.conn.execute("DELETE FROM contacts")
+                self.conn.execute("DELETE FROM contact_students")
+                contact_ids: dict[int, int] = {}
+                sub_keys = (("emails", "email", "contactEmailId"),
+                            ("phones", "phone", "contactsPhoneId"),
+                            ("addresses", "address", "contactsAddressId"))
+                for cid, doc in contacts:
+                    for key, kind, id_key in sub_keys:
+                        for item in doc.get(key) or []:
+                            item[id_key] = self.next_id(kind)
+                    contact_ids[cid] = self.contact_insert(doc)
+                for _scid, cid, dcid, doc in sorted(links, key=lambda r: r[0]):
+                    for detail in doc.get("studentDetails") or []:
+                        detail["studentContactDetailId"] = self.next_id("studentcontactdetail")
+                    self.link_insert(contact_ids[cid], student_ids.get(dcid, dcid), doc)
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self.conn.execute("ROLLBACK")
+                raise
+        return {"students": student_ids, "contacts": contact_ids}
+
+    def change_student(self, dcid: int, changes: dict) -> dict | None:
+        """Change a student directly in the SIS (as staff would, no API rules). ``changes``
+        is nested like the API (``{"name": {"first_name": "B"}}``) or dotted
+        (``{"name.first_name": "B"}``); ``None`` clears the field. Returns the stored
+        student, or None when there is no such student."""
+        with self.lock:
+            doc = self.get(dcid)
+            if doc is None:
+                return None
+            for path, value in _flatten(changes):
+                if path[0] == "id":
+                    raise ValueError("id cannot be changed (see /sandbox/renumber)")
+                if path == ("local_id",) and value is not None:
+                    if _as_int(value) is None:
+                        raise ValueError("local_id must be a whole number")
+                    value = _as_int(value)
+                    holder = self.dcid_for_local_id(str(value))
+                    if holder is not None and holder != dcid:
+                        raise ValueError(f"local_id {value} belongs to student {holder}")
+                node = doc
+                for part in path[:-1]:
+                    if not isinstance(node.get(part), dict):
+                        if value is None:
+                            break
+                        node[part] = {}
+                    node = node[part]
+                else:
+                    if value is None:
+                        node.pop(path[-1], None)
+                    else:
+                        node[path[-1]] = value
+            self.update(dcid, doc)
+            return {"id": dcid, **doc}
+
+
+def _fast_dumps(doc: dict) -> str:
+    """json.dumps, faster for bulk seeding (orjson comes with Enroll Sync)."""
+    try:
+        import orjson
+    except ImportError:  # pragma: no cover - orjson is a dependency of enroll-sync
+        return json.dumps(doc)
+    return orjson.dumps(doc).decode()
+
+
+def _flatten(changes: dict, prefix: tuple = ()) -> list[tuple[tuple, Any]]:
+    out: list[tuple[tuple, Any]] = []
+    for key, value in changes.items():
+        path = prefix + tuple(str(key).split("."))
+        if isinstance(value, dict) and value:
+            out.extend(_flatten(value, path))
+        else:
+            out.append((path, value))
+    return out
+
 
 def _s(value: Any) -> str | None:
     if value is None:
@@ -431,10 +838,20 @@ def _s(value: Any) -> str | None:
 
 
 def _where(q: str | None, school_number: str | None) -> tuple[str, list]:
+    where, args = _fiql_where(q, Q_COLUMNS, NUMERIC_COLUMNS)
+    if school_number is None:
+        return where, args
+    clause = "school_number = ?"
+    where = f"{where} AND {clause}" if where else f" WHERE {clause}"
+    return where, args + [str(school_number)]
+
+
+def _fiql_where(q: str | None, columns: dict[str, str],
+                numeric: set[str] | frozenset = frozenset()) -> tuple[str, list]:
+    """The ``q`` subset PowerSchool documents (``;`` = AND; ``==`` with ``*`` wildcards,
+    ``!=``, ``=gt=``, ``=ge=``, ``=lt=``, ``=le=``) as SQL over ``columns``
+    (field name -> column); text compares ignore case (inferred)."""
     clauses, args = [], []
-    if school_number is not None:
-        clauses.append("school_number = ?")
-        args.append(str(school_number))
     for part in (q or "").split(";"):
         part = part.strip()
         if not part:
@@ -443,7 +860,7 @@ def _where(q: str | None, school_number: str | None) -> tuple[str, list]:
         if not m:
             raise BadQuery(f"Invalid search expression: {part}")
         name, op, value = m.groups()
-        column = Q_COLUMNS.get(name.lower())
+        column = columns.get(name.lower())
         if column is None:
             raise BadQuery(f"Invalid search field: {name}")
         if op in ("==", "!=") and "*" in value:
@@ -451,9 +868,9 @@ def _where(q: str | None, school_number: str | None) -> tuple[str, list]:
             pattern = pattern.replace("*", "%")
             clauses.append(f"{column} {'NOT ' if op == '!=' else ''}LIKE ? ESCAPE '\\'")
             args.append(pattern)
-        elif column in NUMERIC_COLUMNS and INT_RE.match(value):
-            expr = column if column == "dcid" else f"CAST({column} AS INTEGER)"
-            guard = "" if column == "dcid" else f"{column} GLOB '[0-9-]*' AND "
+        elif column in numeric and INT_RE.match(value):
+            expr = column if column in ("dcid", "id") else f"CAST({column} AS INTEGER)"
+            guard = "" if column in ("dcid", "id") else f"{column} GLOB '[0-9-]*' AND "
             clauses.append(f"({guard}{expr} {Q_OPS[op]} ?)")
             args.append(int(value))
         else:
@@ -685,18 +1102,8 @@ def render_student(dcid: int, doc: dict, expansions: list[str], extensions: list
                            "name": doc.get("name") or {}}
     out = {k: v for k, v in out.items() if v is not None}
     for exp in expansions:
-        if exp == "demographics":
-            out[exp] = doc.get("demographics") or {}
-        elif exp == "addresses":
-            out[exp] = doc.get("addresses") or {}
-        elif exp == "phones":
-            out[exp] = doc.get("phones") or {}
-        elif exp == "school_enrollment":
-            out[exp] = doc.get("school_enrollment") or {}
-        elif exp in ("contact", "contact_info", "initial_enrollment", "schedule_setup"):
+        if exp in EXPANSIONS:  # what is stored, or an empty object
             out[exp] = doc.get(exp) or {}
-        elif exp in ("alerts", "ethnicity_race", "fees", "lunch"):
-            out[exp] = {}
     tables = []
     for t in extensions:
         if t in EXTENSION_TABLES:
@@ -716,6 +1123,695 @@ def render_student(dcid: int, doc: dict, expansions: list[str], extensions: list
 def _split_param(name: str) -> list[str]:
     raw = request.args.get(name, "")
     return [p.strip().lower() for p in raw.split(",") if p.strip()]
+
+
+# ----------------------------------------------------------------------------- contacts
+
+#: ``GET /ws/schema/table/person?q=...``: the PERSON columns a plugin can search contacts by
+#: (field -> SQL column). Which PERSON columns the table API exposes is not in the reference
+#: (inferred); first and last name are what every matching rule starts from.
+PERSON_COLUMNS = {"id": "id", "firstname": "first_name", "middlename": "middle_name",
+                  "lastname": "last_name", "isactive": "active"}
+PERSON_COLUMNS.update({f"person.{k}": v for k, v in list(PERSON_COLUMNS.items())})
+PERSON_NUMERIC = {"id", "active"}
+CODESET_COLUMNS = ("codesetid", "codetype", "code", "displayvalue", "description",
+                   "uidisplayorder", "isvisible")
+CODESET_NUMERIC = {"codesetid", "uidisplayorder", "isvisible"}
+#: the six legacy contact types of GET /ws/contacts/student/original_contact_types/in_use
+#: (the reference names "mother, father…"; the rest inferred)
+ORIGINAL_CONTACT_TYPES = ("mother", "father", "guardian", "emergency1", "emergency2",
+                          "emergency3")
+#: Field rules of each contacts-API object. Lengths are not in the reference (inferred: the
+#: student's where there is one); codes come from CODE_SETS.
+PERSON_SPEC = {
+    "fields": ("firstName", "middleName", "lastName", "prefix", "suffix", "gender", "employer",
+               "stateContactNumber", "contactNumber", "stateExcludeFromReporting", "active"),
+    "required": ("firstName", "lastName"),
+    "lengths": {"firstName": 50, "middleName": 30, "lastName": 50, "employer": 60,
+                "stateContactNumber": 32, "contactNumber": 32},
+    "codes": {"prefix": "Prefix", "suffix": "Suffix", "gender": "Gender"},
+    "bools": ("stateExcludeFromReporting", "active"),
+}
+SUB_SPECS: dict[str, dict] = {
+    "emails": {"id": "contactEmailId", "kind": "email", "flag": "primary",
+               "fields": ("primary", "type", "address"), "required": ("address",),
+               "lengths": {"address": 100}, "codes": {"type": "Email"}, "bools": ("primary",)},
+    "phones": {"id": "contactsPhoneId", "kind": "phone", "flag": "preferred",
+               "fields": ("sequence", "preferred", "phoneType", "phoneNumber", "extension",
+                          "sms"),
+               "required": ("phoneType", "phoneNumber"),
+               "lengths": {"phoneNumber": 30, "extension": 10}, "codes": {"phoneType": "Phone"},
+               "bools": ("preferred", "sms"), "ints": ("sequence",)},
+    "addresses": {"id": "contactsAddressId", "kind": "address",
+                  "fields": ("sequence", "addressType", "street", "linetwo", "unit", "city",
+                             "state", "country", "postalcode", "startDate", "endDate"),
+                  "required": ("addressType", "street", "city"),
+                  "lengths": {"street": 60, "linetwo": 60, "unit": 10, "city": 50,
+                              "postalcode": 10},
+                  "codes": {"addressType": "Address", "state": "State", "country": "Country"},
+                  "dates": ("startDate", "endDate"), "ints": ("sequence",)},
+}
+LINK_SPEC = {
+    "fields": ("sequence", "originalContactType", "autosendHowOften", "emailSummary",
+               "assignmentDetails", "attendanceDetails", "schoolAnnouncements", "balanceAlert"),
+    "bools": ("emailSummary", "assignmentDetails", "attendanceDetails", "schoolAnnouncements",
+              "balanceAlert"),
+    "ints": ("sequence", "autosendHowOften"),
+    "choices": {"originalContactType": ORIGINAL_CONTACT_TYPES, "autosendHowOften": (0, 1, 7, 30)},
+}
+DETAIL_SPEC = {
+    "fields": ("relationship", "relationshipNote", "custodial", "emergency", "livesWith",
+               "schoolPickup", "receivesMail", "startDate", "endDate",
+               "excludeFromStateReporting", "active"),
+    "lengths": {"relationshipNote": 200},
+    "codes": {"relationship": "Relationship"},
+    "bools": ("custodial", "emergency", "livesWith", "schoolPickup", "receivesMail",
+              "excludeFromStateReporting", "active"),
+    "dates": ("startDate", "endDate"),
+}
+#: a detail PowerSchool creates when a link is posted without one (values inferred)
+DETAIL_DEFAULTS = {"relationship": None, "relationshipNote": None, "custodial": False,
+                   "emergency": False, "livesWith": False, "schoolPickup": False,
+                   "receivesMail": False, "endDate": None, "excludeFromStateReporting": False,
+                   "active": True}
+CONTACT_REF = "/ws/contacts/insertUpdateContact"
+
+
+def _cerr(field: str, code: str, description: str) -> dict:
+    return {"field": field, "error_code": code, "error_description": description}
+
+
+def _bool(value: Any) -> bool | None:
+    if isinstance(value, bool):
+        return value
+    if isinstance(value, str) and value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    return None
+
+
+def check_fields(obj: Any, spec: dict, prefix: str, errors: list, *,
+                 partial: bool = False) -> dict:
+    """Validate one contacts-API object against ``spec``; return its known fields, cleaned.
+    ``partial`` (PUT): only what is sent is checked, but required fields cannot be blanked."""
+    if not isinstance(obj, dict):
+        errors.append(_cerr(prefix.rstrip(".") or "body", "INVALID_VALUE", "Must be an object."))
+        return {}
+    out: dict[str, Any] = {}
+    for name in spec["fields"]:
+        if name not in obj:
+            continue
+        value, field = obj[name], prefix + name
+        if value is None or value == "":
+            out[name] = None
+            continue
+        if name in spec.get("bools", ()):
+            if _bool(value) is None:
+                errors.append(_cerr(field, "INVALID_VALUE", f"{name} must be true or false."))
+                continue
+            value = _bool(value)
+        elif name in spec.get("ints", ()):
+            if _as_int(value) is None:
+                errors.append(_cerr(field, "INVALID_VALUE", f"{name} must be a whole number."))
+                continue
+            value = _as_int(value)
+        elif name in spec.get("dates", ()):
+            if not _valid_date(value):
+                errors.append(_cerr(field, "INVALID_DATE", f"{name} must be a date as YYYY-MM-DD."))
+                continue
+        elif not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            errors.append(_cerr(field, "INVALID_VALUE", f"{name} must be text."))
+            continue
+        else:
+            value = str(value)
+        limit = spec.get("lengths", {}).get(name)
+        if limit and len(str(value)) > limit:
+            errors.append(_cerr(field, "INVALID_LENGTH",
+                                f"{name} exceeds the maximum length of {limit}."))
+            continue
+        code_type = spec.get("codes", {}).get(name)
+        if code_type:
+            codes = [c for c, _ in CODE_SETS[code_type]]
+            if value not in codes:
+                errors.append(_cerr(field, "INVALID_CODESET_VALUE",
+                                    f"{name} must be a code of the code set '{code_type}': "
+                                    + ", ".join(codes) + "."))
+                continue
+        choices = spec.get("choices", {}).get(name)
+        if choices and value not in choices:
+            errors.append(_cerr(field, "INVALID_VALUE",
+                                f"{name} must be one of {', '.join(map(str, choices))}."))
+            continue
+        out[name] = value
+    for name in spec.get("required", ()):
+        if (not partial and not _present(obj.get(name))) or (partial and name in obj
+                                                              and not _present(obj[name])):
+            errors.append(_cerr(prefix + name, "REQUIRED_FIELD_MISSING", f"{name} is required."))
+    if "address" in spec["fields"] and _present(out.get("address")) \
+            and "@" not in str(out["address"]):
+        errors.append(_cerr(prefix + "address", "INVALID_VALUE", "Not an email address."))
+    if "phoneNumber" in out and out["phoneNumber"] and not 7 <= len(_digits(out["phoneNumber"])) <= 15:
+        errors.append(_cerr(prefix + "phoneNumber", "INVALID_VALUE",
+                            "A phone number needs 7 to 15 digits."))
+    if spec.get("dates") and out.get("startDate") and out.get("endDate") \
+            and out["endDate"] < out["startDate"]:
+        errors.append(_cerr(prefix + "endDate", "INVALID_DATE", "endDate is before startDate."))
+    return out
+
+
+def _digits(value: Any) -> str:
+    return re.sub(r"\D", "", str(value or ""))
+
+
+def _objects(body: dict, key: str, prefix: str, errors: list) -> list:
+    """``body[key]`` as a list (an object alone counts as one)."""
+    value = body.get(key)
+    if value is None:
+        return []
+    if isinstance(value, dict):
+        return [value]
+    if not isinstance(value, list):
+        errors.append(_cerr(prefix + key, "INVALID_VALUE", f"{key} must be a list."))
+        return []
+    return value
+
+
+def _overlaps(details: list[dict]) -> bool:
+    spans = sorted((d.get("startDate") or "0000-01-01", d.get("endDate") or "9999-12-31")
+                   for d in details if d.get("active", True) is not False)
+    return any(b[0] <= a[1] for a, b in zip(spans, spans[1:]))
+
+
+def check_details(items: list, prefix: str, errors: list, existing: list[dict] = ()) -> list[dict]:
+    details = []
+    for i, item in enumerate(items):
+        detail = check_fields(item, DETAIL_SPEC, f"{prefix}studentDetails[{i}].", errors)
+        details.append({**DETAIL_DEFAULTS, "startDate": dt.date.today().isoformat(), **detail})
+    if _overlaps([*existing, *details]):
+        errors.append(_cerr(f"{prefix}studentDetails", "OVERLAPPING_DATES",
+                            "The date ranges of a contact's details for one student must not "
+                            "overlap."))
+    return details
+
+
+def check_link(store: "SandboxStore", item: Any, prefix: str,
+               errors: list) -> tuple[int | None, dict]:
+    """A new contact-student association: (student dcid, stored link)."""
+    link = check_fields(item, LINK_SPEC, prefix, errors)
+    if not isinstance(item, dict):
+        return None, link
+    dcid = None
+    number = item.get("studentNumber")
+    if not _present(number):
+        errors.append(_cerr(prefix + "studentNumber", "REQUIRED_FIELD_MISSING",
+                            "studentNumber is required when adding a student to a contact."))
+    else:
+        dcid = store.dcid_for_local_id(str(number).strip())
+        if dcid is None:
+            errors.append(_cerr(prefix + "studentNumber", "INVALID_STUDENT_NUMBER",
+                                f"No student has student number {number}."))
+    if link.get("sequence") is not None and link["sequence"] < 1:
+        errors.append(_cerr(prefix + "sequence", "INVALID_VALUE", "sequence starts at 1."))
+    items = _objects(item, "studentDetails", prefix, errors)
+    details = check_details(items, prefix, errors)
+    if not details:  # PowerSchool adds one with defaults
+        details = [{**DETAIL_DEFAULTS, "startDate": dt.date.today().isoformat()}]
+    link["studentDetails"] = details
+    return dcid, link
+
+
+def _with_sub_ids(store: "SandboxStore", key: str, items: list[dict], current: list[dict]) -> None:
+    """Give new emails/phones/addresses their ids, a sequence and one primary/preferred."""
+    spec = SUB_SPECS[key]
+    for item in items:
+        item.setdefault(spec["id"], store.next_id(spec["kind"]))
+        if "sequence" in spec["fields"] and item.get("sequence") is None:
+            item["sequence"] = 1 + max([_as_int(x.get("sequence")) or 0 for x in current] or [0])
+        flag = spec.get("flag")
+        if flag:
+            if item.get(flag):
+                for other in current:
+                    other[flag] = False
+            item.setdefault(flag, not any(x.get(flag) for x in current))
+        current.append(item)
+
+
+def _link_sequence(store: "SandboxStore", dcid: int) -> int:
+    return 1 + max([_as_int(doc.get("sequence")) or 0
+                    for _, _, _, doc in store.links(student_dcid=dcid)] or [0])
+
+
+def _save_details(store: "SandboxStore", details: list[dict]) -> None:
+    for d in details:
+        d.setdefault("studentContactDetailId", store.next_id("studentcontactdetail"))
+
+
+def possible_duplicates(store: "SandboxStore", doc: dict, exclude: int | None = None) -> list[int]:
+    """Contacts with the same first and last name and a shared phone or email (the
+    matching rule contacts.md describes)."""
+    same_name = [(cid, json.loads(other)) for cid, other in store.conn.execute(
+        "SELECT id, doc FROM contacts WHERE first_name = ? COLLATE NOCASE"
+        " AND last_name = ? COLLATE NOCASE", (doc.get("firstName"), doc.get("lastName")))]
+    phones = {_digits(p.get("phoneNumber")) for p in doc.get("phones") or []} - {""}
+    emails = {str(e.get("address") or "").lower() for e in doc.get("emails") or []} - {""}
+    hits = []
+    for cid, other in same_name:
+        if cid == exclude:
+            continue
+        if phones & {_digits(p.get("phoneNumber")) for p in other.get("phones") or []} or \
+                emails & {str(e.get("address") or "").lower() for e in other.get("emails") or []}:
+            hits.append(cid)
+    return hits
+
+
+def render_link(store: "SandboxStore", scid: int, dcid: int, doc: dict) -> dict:
+    student = store.get(dcid) or {}
+    name = student.get("name") or {}
+    se = student.get("school_enrollment") or {}
+    school = next((s for s in SCHOOLS if s["school_number"] == _as_int(se.get("school_number"))),
+                  None)
+    out = {"studentContactId": scid, "sequence": doc.get("sequence"), "dcid": dcid,
+           "studentNumber": _s(student.get("local_id")), "firstName": name.get("first_name"),
+           "middleName": name.get("middle_name"), "lastName": name.get("last_name"),
+           "schoolAbbr": "".join(w[0] for w in school["name"].split()) if school else None,
+           "schoolNumber": school["school_number"] if school else None}
+    for key in LINK_SPEC["fields"]:
+        if key != "sequence":
+            out[key] = doc.get(key)
+    out["canAccessData"] = False
+    out["studentDetails"] = [{"studentContactDetailId": d.get("studentContactDetailId"),
+                              "studentContactId": scid,
+                              **{k: d.get(k) for k in DETAIL_SPEC["fields"]}}
+                             for d in doc.get("studentDetails") or []]
+    return out
+
+
+def render_contact(store: "SandboxStore", cid: int, doc: dict, *, children: bool = True) -> dict:
+    out: dict[str, Any] = {"contactId": cid}
+    out.update({k: doc.get(k) for k in PERSON_SPEC["fields"]})
+    if out.get("active") is None:
+        out["active"] = True
+    if not children:
+        return out
+    for key, spec in SUB_SPECS.items():
+        items = [{spec["id"]: x.get(spec["id"]), **{k: x.get(k) for k in spec["fields"]}}
+                 for x in doc.get(key) or []]
+        if "sequence" in spec["fields"]:
+            items.sort(key=lambda x: (x.get("sequence") or 0, x[spec["id"]]))
+        out[key] = items
+    out["contactStudents"] = [render_link(store, scid, dcid, ldoc)
+                              for scid, _, dcid, ldoc in store.links(contact_id=cid)]
+    out["@extensions"] = ""
+    return out
+
+
+def saved(action: str, cid: int, saved_object: Any, warnings: list | None = None) -> dict:
+    """The contacts API's save answer (reference: contacts.md)."""
+    body: dict[str, Any] = {"status": "VALID", "action": action,
+                            "_success_message": {"id": cid, "ref": CONTACT_REF}}
+    if warnings:
+        body["_warning_message"] = {"_warning": warnings}
+    body["savedObject"] = saved_object
+    return body
+
+
+def register_contacts_api(app: Flask, store: "SandboxStore", fail) -> None:
+    """The contacts plugin API (``/ws/contacts/...``) and the schema-table reads a plugin
+    uses next to it (``codeset``, ``person``)."""
+
+    def invalid(action: str, errors: list, status: int = 400) -> Response:
+        # Errors sit under _error_message._warning (reference); HTTP 400 and status
+        # "INVALID" are inferred (the reference lists 400 for these calls).
+        r = jsonify({"status": "INVALID", "action": action,
+                     "_error_message": {"_warning": errors}})
+        r.status_code = status
+        return r
+
+    def body_object() -> dict | None:
+        body = request.get_json(silent=True)
+        return body if isinstance(body, dict) else None
+
+    def not_an_object(action: str) -> Response:
+        return invalid(action, [_cerr("body", "INVALID_VALUE", "Send a JSON object.")])
+
+    def contact_or_404(cid: int):
+        doc = store.contact_get(cid)
+        return doc, (None if doc is not None else fail(404, f"Contact {cid} not found"))
+
+    def deleted(cid: int) -> Response:
+        return jsonify({"status": "VALID", "action": "DELETE",
+                        "_success_message": {"Id": cid, "ref": "/ws/contacts/"}})
+
+    def add(rule: str, view, methods: list[str]) -> None:
+        app.add_url_rule(rule, endpoint=f"{methods[0]} {rule}", view_func=view, methods=methods)
+
+    # -- the contact itself
+    def create_contact():
+        body = body_object()
+        if body is None:
+            return not_an_object("INSERT")
+        errors: list[dict] = []
+        with store.lock:
+            doc = check_fields(body, PERSON_SPEC, "", errors)
+            subs = {key: [check_fields(x, spec, f"{key}[{i}].", errors)
+                          for i, x in enumerate(_objects(body, key, "", errors))]
+                    for key, spec in SUB_SPECS.items()}
+            # contactStudents inline in the create body: the GET shape carries them, so a
+            # create probably may too (inferred, contacts.md)
+            links, seen = [], set()
+            for i, item in enumerate(_objects(body, "contactStudents", "", errors)):
+                dcid, link = check_link(store, item, f"contactStudents[{i}].", errors)
+                if dcid is not None and dcid in seen:
+                    errors.append(_cerr(f"contactStudents[{i}].studentNumber",
+                                        "DUPLICATE_ASSOCIATION",
+                                        "The contact is already associated with this student."))
+                seen.add(dcid)
+                links.append((dcid, link))
+            if errors:
+                return invalid("INSERT", errors)
+            for key, items in subs.items():
+                doc[key] = []
+                _with_sub_ids(store, key, items, doc[key])
+            warnings = [{"field": "contact", "warning_code": "POSSIBLE_DUPLICATE_CONTACT",
+                         "warning_description": f"Contact {other} has the same name and a "
+                                                f"shared phone or email (inferred warning)."}
+                        for other in possible_duplicates(store, doc)]
+            store.conn.execute("BEGIN")
+            try:
+                cid = store.contact_insert(doc)
+                for dcid, link in links:
+                    if link.get("sequence") is None:
+                        link["sequence"] = _link_sequence(store, dcid)
+                    _save_details(store, link["studentDetails"])
+                    store.link_insert(cid, dcid, link)
+                store.conn.execute("COMMIT")
+            except BaseException:
+                store.conn.execute("ROLLBACK")
+                raise
+            return jsonify(saved("INSERT", cid, render_contact(store, cid, doc), warnings))
+
+    add("/ws/contacts/contact", create_contact, ["POST"])
+
+    def get_contact(cid):
+        with store.lock:
+            doc, missing = contact_or_404(cid)
+            return missing or jsonify(render_contact(store, cid, doc))
+
+    add("/ws/contacts/contact/<int:cid>", get_contact, ["GET"])
+
+    def get_contacts():
+        raw = ",".join(request.args.getlist("contactids"))
+        ids = [_as_int(x) for x in raw.split(",") if x.strip()]
+        if not ids or any(i is None for i in ids):
+            return fail(400, "contactids must be a comma-separated list of contact ids")
+        with store.lock:
+            found = [(i, store.contact_get(i)) for i in dict.fromkeys(ids)]
+            return jsonify([render_contact(store, i, d) for i, d in found if d is not None])
+
+    add("/ws/contacts/contacts", get_contacts, ["GET"])
+
+    def delete_contact(cid):
+        with store.lock:
+            _, missing = contact_or_404(cid)
+            if missing:
+                return missing
+            store.contact_delete(cid)
+        return deleted(cid)
+
+    add("/ws/contacts/<int:cid>", delete_contact, ["DELETE"])
+
+    def demographics(cid):
+        with store.lock:
+            doc, missing = contact_or_404(cid)
+            if missing:
+                return missing
+            if request.method == "GET":
+                return jsonify(render_contact(store, cid, doc, children=False))
+            body = body_object()
+            if body is None:
+                return not_an_object("UPDATE")
+            errors: list[dict] = []
+            changes = check_fields(body, PERSON_SPEC, "", errors, partial=True)
+            if errors:
+                return invalid("UPDATE", errors)
+            doc.update(changes)
+            store.contact_update(cid, doc)
+            return jsonify(saved("UPDATE", cid, render_contact(store, cid, doc, children=False)))
+
+    add("/ws/contacts/<int:cid>/demographics", demographics, ["GET", "PUT"])
+
+    # -- emails, phones, addresses
+    for key, spec in SUB_SPECS.items():
+        def sub_list(cid, key=key, spec=spec):
+            with store.lock:
+                doc, missing = contact_or_404(cid)
+                if missing:
+                    return missing
+                if request.method == "GET":
+                    return jsonify(render_contact(store, cid, doc)[key])
+                body = body_object()
+                if body is None:
+                    return not_an_object("INSERT")
+                errors: list[dict] = []
+                item = check_fields(body, spec, "", errors)
+                if errors:
+                    return invalid("INSERT", errors)
+                current = doc.setdefault(key, [])
+                _with_sub_ids(store, key, [item], current)
+                store.contact_update(cid, doc)
+                shown = next(x for x in render_contact(store, cid, doc)[key]
+                             if x[spec["id"]] == item[spec["id"]])
+                return jsonify(saved("INSERT", cid, shown))
+
+        def sub_one(cid, item_id, key=key, spec=spec):
+            with store.lock:
+                doc, missing = contact_or_404(cid)
+                if missing:
+                    return missing
+                current = doc.setdefault(key, [])
+                item = next((x for x in current if x.get(spec["id"]) == item_id), None)
+                if item is None:
+                    return fail(404, f"{key[:-1] if key != 'addresses' else 'address'} "
+                                     f"{item_id} not found for contact {cid}")
+                if request.method == "DELETE":
+                    current.remove(item)
+                    store.contact_update(cid, doc)
+                    return deleted(cid)
+                if request.method == "PUT":
+                    body = body_object()
+                    if body is None:
+                        return not_an_object("UPDATE")
+                    errors: list[dict] = []
+                    changes = check_fields(body, spec, "", errors, partial=True)
+                    if errors:
+                        return invalid("UPDATE", errors)
+                    flag = spec.get("flag")
+                    if flag and changes.get(flag):
+                        for other in current:
+                            other[flag] = False
+                    item.update(changes)
+                    store.contact_update(cid, doc)
+                shown = next(x for x in render_contact(store, cid, doc)[key]
+                             if x[spec["id"]] == item_id)
+                return jsonify(saved("UPDATE", cid, shown) if request.method == "PUT" else shown)
+
+        add(f"/ws/contacts/<int:cid>/{key}", sub_list, ["GET", "POST"])
+        add(f"/ws/contacts/<int:cid>/{key}/<int:item_id>", sub_one, ["GET", "PUT", "DELETE"])
+
+    # -- contact <-> student associations and their dated details
+    def link_or_404(cid: int, scid: int):
+        rows = store.links(contact_id=cid, link_id=scid)
+        if not rows:
+            return None, fail(404, f"Student contact {scid} not found for contact {cid}")
+        return rows[0], None
+
+    def students(cid):
+        with store.lock:
+            _, missing = contact_or_404(cid)
+            if missing:
+                return missing
+            if request.method == "GET":
+                return jsonify([render_link(store, scid, dcid, doc)
+                                for scid, _, dcid, doc in store.links(contact_id=cid)])
+            body = body_object()
+            if body is None:
+                return not_an_object("INSERT")
+            errors: list[dict] = []
+            dcid, link = check_link(store, body, "", errors)
+            if dcid is not None and store.links(contact_id=cid, student_dcid=dcid):
+                errors.append(_cerr("studentNumber", "DUPLICATE_ASSOCIATION",
+                                    "The contact is already associated with this student."))
+            if errors:
+                return invalid("INSERT", errors)
+            if link.get("sequence") is None:
+                link["sequence"] = _link_sequence(store, dcid)
+            _save_details(store, link["studentDetails"])
+            scid = store.link_insert(cid, dcid, link)
+            return jsonify(saved("INSERT", cid, render_link(store, scid, dcid, link)))
+
+    add("/ws/contacts/<int:cid>/students", students, ["GET", "POST"])
+
+    def student(cid, scid):
+        with store.lock:
+            row, missing = link_or_404(cid, scid)
+            if missing:
+                return missing
+            _, _, dcid, doc = row
+            if request.method == "DELETE":
+                store.link_delete(scid)
+                return deleted(cid)
+            if request.method == "PUT":  # details in the body are ignored (reference)
+                body = body_object()
+                if body is None:
+                    return not_an_object("UPDATE")
+                errors: list[dict] = []
+                changes = check_fields(body, LINK_SPEC, "", errors, partial=True)
+                if changes.get("sequence") is not None and changes["sequence"] < 1:
+                    errors.append(_cerr("sequence", "INVALID_VALUE", "sequence starts at 1."))
+                if errors:
+                    return invalid("UPDATE", errors)
+                doc.update(changes)
+                store.link_update(scid, doc)
+                return jsonify(saved("UPDATE", cid, render_link(store, scid, dcid, doc)))
+            return jsonify(render_link(store, scid, dcid, doc))
+
+    add("/ws/contacts/<int:cid>/students/<int:scid>", student, ["GET", "PUT", "DELETE"])
+
+    def details(cid, scid):
+        with store.lock:
+            row, missing = link_or_404(cid, scid)
+            if missing:
+                return missing
+            _, _, dcid, doc = row
+            if request.method == "GET":
+                return jsonify(render_link(store, scid, dcid, doc)["studentDetails"])
+            body = body_object()
+            if body is None:
+                return not_an_object("INSERT")
+            errors: list[dict] = []
+            existing = doc.setdefault("studentDetails", [])
+            [detail] = check_details([body], "", errors, existing)
+            if errors:
+                for e in errors:
+                    e["field"] = e["field"].replace("studentDetails[0].", "")
+                return invalid("INSERT", errors)
+            _save_details(store, [detail])
+            existing.append(detail)
+            store.link_update(scid, doc)
+            shown = next(d for d in render_link(store, scid, dcid, doc)["studentDetails"]
+                         if d["studentContactDetailId"] == detail["studentContactDetailId"])
+            return jsonify(saved("INSERT", cid, shown))
+
+    add("/ws/contacts/<int:cid>/students/<int:scid>/studentdetails", details, ["GET", "POST"])
+
+    def detail(cid, scid, did):
+        with store.lock:
+            row, missing = link_or_404(cid, scid)
+            if missing:
+                return missing
+            _, _, dcid, doc = row
+            existing = doc.setdefault("studentDetails", [])
+            item = next((d for d in existing if d.get("studentContactDetailId") == did), None)
+            if item is None:
+                return fail(404, f"Student contact detail {did} not found")
+            if request.method == "DELETE":
+                existing.remove(item)
+                store.link_update(scid, doc)
+                return deleted(cid)
+            if request.method == "PUT":
+                body = body_object()
+                if body is None:
+                    return not_an_object("UPDATE")
+                errors: list[dict] = []
+                changes = check_fields(body, DETAIL_SPEC, "", errors, partial=True)
+                others = [d for d in existing if d is not item]
+                if not errors and _overlaps([*others, {**item, **changes}]):
+                    errors.append(_cerr("startDate", "OVERLAPPING_DATES",
+                                        "The date ranges of a contact's details for one "
+                                        "student must not overlap."))
+                if errors:
+                    return invalid("UPDATE", errors)
+                item.update(changes)
+                store.link_update(scid, doc)
+            shown = next(d for d in render_link(store, scid, dcid, doc)["studentDetails"]
+                         if d["studentContactDetailId"] == did)
+            return jsonify(saved("UPDATE", cid, shown) if request.method == "PUT" else shown)
+
+    add("/ws/contacts/<int:cid>/students/<int:scid>/studentdetails/<int:did>", detail,
+        ["GET", "PUT", "DELETE"])
+
+    # -- a student's contacts
+    def student_contacts(dcid):
+        with store.lock:
+            if store.get(dcid) is None:
+                return fail(404, f"Student {dcid} not found")
+            ids = list(dict.fromkeys(cid for _, cid, _, _ in store.links(student_dcid=dcid)))
+            if not ids:
+                return Response(status=204)
+            return jsonify([render_contact(store, cid, store.contact_get(cid)) for cid in ids
+                            if store.contact_get(cid) is not None])
+
+    add("/ws/contacts/student/<int:dcid>", student_contacts, ["GET"])
+
+    def types_in_use(dcid):
+        with store.lock:
+            if store.get(dcid) is None:
+                return fail(404, f"Student {dcid} not found")
+            used = [doc.get("originalContactType") for _, _, _, doc in
+                    store.links(student_dcid=dcid) if doc.get("originalContactType")]
+            return jsonify(list(dict.fromkeys(used)))
+
+    add("/ws/contacts/student/original_contact_types/in_use/<int:dcid>", types_in_use, ["GET"])
+
+    # -- schema tables next to the contacts API: code sets and a search of people
+    def table_rows(table: str, count_only: bool):
+        name = table.lower()
+        q = request.args.get("q")
+        if name == "codeset":
+            columns = {c: c for c in CODESET_COLUMNS}
+            columns.update({f"codeset.{c}": c for c in CODESET_COLUMNS})
+            sql_table, numeric, order = "codesets", CODESET_NUMERIC, "codesetid"
+            key_column, shown = "codesetid", CODESET_COLUMNS
+        elif name == "person":
+            columns, sql_table, numeric, order = PERSON_COLUMNS, "contacts", PERSON_NUMERIC, "id"
+            key_column = "id"
+            shown = ("id", "firstname", "middlename", "lastname", "isactive")
+        else:
+            return fail(404, f"Table {table} not found")
+        try:
+            where, args = _fiql_where(q, columns, numeric)
+        except BadQuery as exc:
+            return fail(400, str(exc))
+        with store.lock:
+            if count_only:
+                # {"count": N}: the shape of the named-query count (inferred for tables)
+                n = store.conn.execute(f"SELECT COUNT(*) FROM {sql_table}{where}", args).fetchone()[0]
+                return jsonify({"count": n})
+            projection = [p.strip().lower().removeprefix(f"{name}.")
+                          for p in request.args.get("projection", "*").split(",") if p.strip()]
+            if projection in ([], ["*"]):
+                projection = list(shown)
+            unknown = [p for p in projection if p not in shown]
+            if unknown:
+                return fail(400, f"Invalid projection field(s): {', '.join(unknown)}")
+            try:
+                page = max(1, int(request.args.get("page", 1)))
+                size = max(1, min(int(request.args.get("pagesize", 1000)), 1000))
+            except ValueError:
+                return fail(400, "page and pagesize must be whole numbers")
+            sql_columns = [columns[c] if c in columns else c for c in shown]
+            rows = store.conn.execute(
+                f"SELECT {', '.join(sql_columns)} FROM {sql_table}{where} ORDER BY {order}"
+                f" LIMIT ? OFFSET ?", [*args, size, (page - 1) * size]).fetchall()
+        records = []
+        for row in rows:
+            values = dict(zip(shown, row))
+            # column values come back as strings (inferred)
+            records.append({"id": values[key_column], "name": name, "tables": {name: {
+                p: "" if values[p] is None else str(values[p]) for p in projection}}})
+        return jsonify({"name": name, "record": records, "@extensions": ""})
+
+    add("/ws/schema/table/<table>", lambda table: table_rows(table, False), ["GET"])
+    add("/ws/schema/table/<table>/count", lambda table: table_rows(table, True), ["GET"])
 
 
 # ----------------------------------------------------------------------------- the app
@@ -776,11 +1872,12 @@ def create_app(store: SandboxStore) -> Flask:
                 r.headers.update(retry_after_headers())
                 return r
             auth = request.headers.get("Authorization", "")
-            if not auth.startswith("Bearer ") or not store.token_valid(auth[7:].strip()):
+            token = auth[7:].strip() if auth.startswith("Bearer ") else ""
+            if not token or not store.token_valid(token):
                 r = fail(401, "Invalid or expired access token")
                 r.headers["WWW-Authenticate"] = 'Bearer realm="PowerSchool"'
                 return r
-            store.authorised()
+            store.authorised(token)
         return None
 
     @app.after_request
@@ -791,6 +1888,12 @@ def create_app(store: SandboxStore) -> Flask:
                                "query": request.query_string.decode("latin-1"),
                                "status": response.status_code,
                                "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1)})
+        faults = store.faults
+        if (faults.get("drip_bytes_per_s") and not request.path.startswith("/sandbox")
+                and request.path.startswith(faults.get("fault_path") or "/")):
+            rate = store.take_drip()
+            if rate > 0:
+                return drip_response(response, store, g.generation, rate)
         return response
 
     @app.errorhandler(404)
@@ -834,13 +1937,16 @@ def create_app(store: SandboxStore) -> Flask:
     @app.get("/ws/v1/district")
     def district():
         exps = _split_param("expansions")
-        out = {"@expansions": "entry_codes, exit_codes, ethnicity_race_codes", **DISTRICT}
+        out = {"@expansions": "entry_codes, exit_codes, ethnicity_race_codes, race_codes",
+               **DISTRICT}
         if "entry_codes" in exps:
             out["entry_codes"] = {"entry_code": _one_or_many(ENTRY_CODES)}
         if "exit_codes" in exps:
             out["exit_codes"] = {"exit_code": _one_or_many(EXIT_CODES)}
         if "ethnicity_race_codes" in exps:
             out["ethnicity_race_codes"] = {"ethnicity_race_code": _one_or_many(ETHNICITY_CODES)}
+        if "race_codes" in exps:
+            out["race_codes"] = {"race_code": _one_or_many(RACE_CODES)}
         return jsonify({"district": out})
 
     @app.get("/ws/v1/district/school")
@@ -870,13 +1976,17 @@ def create_app(store: SandboxStore) -> Flask:
                         "primaryKey": "ID", "columns": columns})
 
     # -- students: reading
-    def _paging(default_size: int) -> tuple[int, int]:
+    def _paging(default_size: int | None) -> tuple[int, int]:
+        """page (from 1) and pagesize; pagesize is capped by the plugin's maximum, which is
+        also its default (import-direction.md)."""
+        largest = int(store.faults["student_max_page_size"])
+        default_size = largest if default_size is None else default_size
         try:
             page = max(1, int(request.args.get("page", 1)))
             size = int(request.args.get("pagesize", default_size))
         except ValueError:
             page, size = 1, default_size
-        size = max(1, min(size, int(store.faults["student_max_page_size"])))
+        size = max(1, min(size, largest))
         return page, size
 
     def _check_denied_expansions(exps: list[str]) -> Response | None:
@@ -896,7 +2006,9 @@ def create_app(store: SandboxStore) -> Flask:
         denied = _check_denied_expansions(exps)
         if denied is not None:
             return denied
-        page, size = _paging(100)
+        page, size = _paging(None)
+        if store.take_page_error(page):
+            return fail(500, "Internal Server Error")
         try:
             rows = store.search(request.args.get("q"), school_number=school_number,
                                 limit=size, offset=(page - 1) * size)
@@ -975,6 +2087,9 @@ def create_app(store: SandboxStore) -> Flask:
             store.conn.execute("BEGIN")
             try:
                 for student in students:
+                    if store.take("busy_records"):
+                        results.append(_busy_result(student))
+                        continue
                     result = _save_one(store, student, base)
                     if result["status"] == "SUCCESS":
                         if result["action"] == "INSERT":
@@ -1028,6 +2143,47 @@ def create_app(store: SandboxStore) -> Flask:
         store.reset()
         return jsonify({"ok": True})
 
+    @app.get("/sandbox/contacts")
+    def contacts_dump():
+        return jsonify(store.dump_contacts())
+
+    @app.post("/sandbox/empty")
+    def empty():
+        return jsonify({"ok": True, "message": "SIS emptied", **store.empty()})
+
+    @app.post("/sandbox/renumber")
+    def renumber():
+        maps = store.renumber()
+        return jsonify({"ok": True, "message": "SIS restored from a backup under new ids",
+                        "students": {str(k): v for k, v in maps["students"].items()},
+                        "contacts": {str(k): v for k, v in maps["contacts"].items()}})
+
+    @app.post("/sandbox/students/<int:dcid>/change")
+    def change_student(dcid):
+        changes = request.get_json(silent=True)
+        if not isinstance(changes, dict) or not changes:
+            return fail(400, "Send a JSON object of fields to change, e.g. "
+                             '{"name.first_name": "Bea", "demographics.birth_date": null}.')
+        try:
+            student = store.change_student(dcid, changes)
+        except ValueError as exc:
+            return fail(400, str(exc))
+        return fail(404, f"Student {dcid} not found") if student is None \
+            else jsonify({"student": student})
+
+    @app.post("/sandbox/seed")
+    def seed():
+        body = request.get_json(silent=True) or {}
+        n = _as_int(body.get("students")) if isinstance(body, dict) else None
+        if n is None or n < 0:
+            return fail(400, 'Send {"students": N, "seed": S, "contacts": false}.')
+        seed_value = body.get("seed", 0)
+        ids = store.seed_students(n, seed=None if seed_value is None else int(seed_value),
+                                  contacts=bool(body.get("contacts")))
+        return jsonify({"ok": True, "created": len(ids),
+                        "first_id": ids[0] if ids else None, "last_id": ids[-1] if ids else None})
+
+    register_contacts_api(app, store, fail)
     return app
 
 
@@ -1062,6 +2218,47 @@ def malformed_response(kind: str | None, body: str | None = None) -> Response:
     # "truncated" (the default)
     return Response('{"results": {"insert_count": 1, "result": [{"client_uid"',
                     status=200, content_type="application/json")
+
+
+def drip_response(response: Response, store: SandboxStore, generation: int,
+                  rate: float) -> Response:
+    """``drip_bytes_per_s``: the same answer with its full Content-Length, but the body
+    goes out a few bytes at a time, so no single read waits long while the whole answer
+    takes ages. Stops (cut short) when the sandbox is reset; sends the rest at once when
+    drip_bytes_per_s is set again meanwhile."""
+    body = response.get_data()
+    step = max(1, int(rate // 4))  # about four writes a second
+    version = store.drip_version
+
+    def chunks():
+        sent = 0
+        while sent < len(body):
+            if store.generation != generation:
+                return
+            if store.drip_version != version:
+                yield body[sent:]
+                return
+            yield body[sent:sent + step]
+            sent += step
+            if sent < len(body):
+                time.sleep(step / rate)
+
+    out = Response(chunks(), status=response.status_code, headers=list(response.headers))
+    out.headers["Content-Length"] = str(len(body))
+    return out
+
+
+def _busy_result(student: Any) -> dict:
+    """``busy_records``: one record of a batch refused for now, HTTP 200 like any
+    per-record error; the wording is inferred (the reference does not quote one)."""
+    result: dict[str, Any] = {}
+    if isinstance(student, dict) and student.get("client_uid") is not None:
+        result["client_uid"] = student["client_uid"]
+    action = str(student.get("action") or "").upper() if isinstance(student, dict) else ""
+    result["action"] = action or None
+    return {**result, "status": "ERROR", "error_message": {"error": _err(
+        "student", "SERVER_BUSY",
+        "The server is busy processing other requests. Please try again later.")}}
 
 
 def _save_one(store: SandboxStore, student: Any, base: str) -> dict:
@@ -1159,8 +2356,29 @@ class SandboxHandle:
         self.store.requests.clear()
 
     def reset(self) -> None:
-        """Forget students, tokens, the request log; faults back to their start values."""
+        """Forget students, contacts, tokens, the request log; faults back to their start
+        values."""
         self.store.reset()
+
+    def contacts(self) -> dict:
+        """``{"contacts": [...], "links": [...]}``: every stored contact and link."""
+        return self.store.dump_contacts()
+
+    def seed_students(self, n: int, *, seed: int | None = 0, contacts: bool = False) -> list[int]:
+        """Store ``n`` realistic students (see ``SandboxStore.seed_students``)."""
+        return self.store.seed_students(n, seed=seed, contacts=contacts)
+
+    def empty(self) -> dict:
+        """Delete every student and contact ("SIS emptied"); faults and tokens stay."""
+        return self.store.empty()
+
+    def renumber(self) -> dict:
+        """The same students and contacts under new ids; returns the old -> new maps."""
+        return self.store.renumber()
+
+    def change_student(self, dcid: int, changes: dict) -> dict | None:
+        """Change a student directly in the SIS (``None`` clears a field)."""
+        return self.store.change_student(dcid, changes)
 
     def stop(self) -> None:
         self.server.shutdown()
@@ -1226,3 +2444,185 @@ def seed_students(store: SandboxStore, n: int, *, start_local_id: int = 900001) 
                                          "school_number": school["school_number"],
                                          "school_id": school["id"], "entry_code": "E1"}}
             store.insert(doc)
+
+
+# ----------------------------------------------------------------------------- realistic students
+
+SEED_FIRST_F = ("Olivia Emma Sophia Isabella Mia Amelia Ava Camila Luna Sofia Valentina Aria Zoe "
+                "Layla Chloe Nora Hana Mei Priya Aaliyah Ximena Fatima Grace Lily Harper Maya "
+                "Elena Leah Nadia Jasmine Ana Lucia Renata Guadalupe Kiara Abigail Yara Ruby "
+                "Naomi Esther").split()
+SEED_FIRST_M = ("Liam Noah Mateo Santiago Elijah James Lucas Sebastian Ethan Leo Daniel Jacob "
+                "Diego Gabriel Aiden Kai Omar Arjun Minh Jayden Carlos Luis Miguel Angel Isaac "
+                "David Samuel Adrian Julian Ezra Hiroshi Malik Andre Tomas Rafael Owen Wyatt "
+                "Caleb Joaquin Emiliano").split()
+SEED_LAST = ("Garcia Rodriguez Martinez Hernandez Lopez Gonzalez Perez Sanchez Ramirez Torres "
+             "Flores Rivera Gomez Diaz Cruz Morales Reyes Gutierrez Ortiz Chavez Ramos Ruiz "
+             "Alvarez Mendoza Castillo Jimenez Vasquez Romero Herrera Medina Aguilar Vargas "
+             "Smith Johnson Williams Brown Jones Miller Davis Wilson Anderson Taylor Thomas "
+             "Moore Jackson Martin Lee Thompson White Harris Clark Lewis Robinson Walker Young "
+             "Allen King Wright Scott Nguyen Tran Pham Le Kim Park Chen Wang Li Zhang Singh Patel "
+             "Kaur Khan Ali Ahmed Yang Vang Xiong Lor Her Moua O'Brien McDonald Smith-Jones "
+             "Garcia-Lopez").split() + ["De La Cruz", "Van Dyke"]
+SEED_MIDDLE = "Marie Ann Lynn Rose Grace Jose Luis James Lee Alexander Michael Elizabeth".split()
+SEED_STREETS = ("Main St", "Oak Ave", "Maple Dr", "Cedar Ln", "Olive Ave", "Shields Ave",
+                "Blackstone Ave", "Palm Ave", "Fresno St", "Cherry Ave", "Peach Ave",
+                "Clovis Ave", "Herndon Ave", "Ashlan Ave", "Dakota Ave", "Van Ness Blvd",
+                "Sierra Vista Way", "Willow Ave", "Kings Canyon Rd", "Tulare St")
+SEED_CITIES = (("Fresno", "937", "559"), ("Clovis", "936", "559"), ("Sanger", "936", "559"),
+               ("Selma", "936", "559"), ("Madera", "936", "559"), ("Visalia", "932", "559"),
+               ("Merced", "953", "209"), ("Hanford", "932", "559"))
+SEED_EMPLOYERS = (None, None, "Fresno Unified", "Community Medical Centers", "Amazon",
+                  "Valley Farms", "County of Fresno", "Self-employed", "Walmart", "CSU Fresno")
+SEED_LANGUAGES = (("English", 62), ("Spanish", 28), ("Hmong", 4), ("Punjabi", 3),
+                  ("Vietnamese", 2), ("Arabic", 1))
+SEED_RACES = (("WH", 45), ("AS", 14), ("BL", 8), ("AI", 2), ("PI", 1))
+_SEED_YEAR = 2025  # the school year the sandbox lives in: 2025-08-20 to 2026-06-10
+
+
+def _picker(rng: random.Random, weighted: Any) -> Any:
+    """A fast weighted choice (``rng.choices`` rebuilds its table on every call)."""
+    values = [v for v, _ in weighted]
+    cum = list(itertools.accumulate(w for _, w in weighted))
+    total, pick = cum[-1], bisect.bisect_right
+    return lambda: values[pick(cum, rng.random() * total)]
+
+
+def _grade_school(grade: int) -> dict:
+    return next(s for s in SCHOOLS if s["low_grade"] <= grade <= s["high_grade"])
+
+
+def generate_families(n: int, *, seed: int | None = 0) -> list[dict]:
+    """``n`` students in families of 1 to 3 children sharing a last name, an address, a
+    home phone and their guardians. Everything but the local ids (see
+    ``finish_seeded_student``). Deterministic for a given seed."""
+    rng = random.Random(seed)
+    choice, randint, rand = rng.choice, rng.randint, rng.random
+    family_size = _picker(rng, ((1, 60), (2, 30), (3, 10)))
+    grade_of = _picker(rng, [(-1, 3)] + [(g, 7) for g in range(13)])
+    status_of = _picker(rng, (("A", 94), ("P", 3), ("I", 3)))
+    race_of = _picker(rng, SEED_RACES)
+    language_of = _picker(rng, SEED_LANGUAGES)
+    families: list[dict] = []
+    count = 0
+    while count < n:
+        k = min(n - count, family_size())
+        number = len(families) + 1
+        last = choice(SEED_LAST)
+        city, zip3, area = choice(SEED_CITIES)
+        street = f"{randint(100, 9899)} {choice(SEED_STREETS)}"
+        postal = f"{zip3}{randint(1, 99):02d}"
+
+        def phone() -> str:
+            return f"({area}) 555-{randint(0, 9999):04d}"
+
+        home = phone()
+        mother = {"first": choice(SEED_FIRST_F), "last": last if rand() < 0.8 else choice(SEED_LAST),
+                  "gender": "F", "relationship": "Mother"}
+        father = {"first": choice(SEED_FIRST_M), "last": last, "gender": "M",
+                  "relationship": "Father"}
+        roll = rand()
+        parents = [mother, father] if roll < 0.7 else [mother] if roll < 0.9 else [father]
+        guardians = []
+        for p in parents:
+            email = f"{p['first']}.{p['last']}{number}@example.com".lower().replace(" ", "")
+            email = email.replace("'", "")
+            p["email"], p["mobile"] = email, phone()
+            guardians.append({
+                "firstName": p["first"], "middleName": None, "lastName": p["last"],
+                "prefix": None, "suffix": None, "gender": p["gender"],
+                "employer": choice(SEED_EMPLOYERS), "stateContactNumber": None,
+                "contactNumber": None, "stateExcludeFromReporting": False, "active": True,
+                "relationship": p["relationship"],
+                "emails": [{"primary": True, "type": "Current", "address": email}],
+                "phones": [{"sequence": 1, "preferred": True, "phoneType": "Mobile",
+                            "phoneNumber": p["mobile"], "extension": None, "sms": True},
+                           {"sequence": 2, "preferred": False, "phoneType": "Home",
+                            "phoneNumber": home, "extension": None, "sms": False}],
+                "addresses": [{"sequence": 1, "addressType": "Home", "street": street,
+                               "linetwo": None, "unit": None, "city": city, "state": "CA",
+                               "country": "US", "postalcode": postal,
+                               "startDate": f"{_SEED_YEAR - randint(0, 8)}-07-01",
+                               "endDate": None}]})
+        emergency = (f"{choice(SEED_FIRST_F + SEED_FIRST_M)} {choice(SEED_LAST)}", phone())
+        doctor = (f"Dr. {choice(SEED_LAST)}", phone()) if rand() < 0.4 else None
+        language = language_of()
+        hispanic = rand() < 0.45
+        children = []
+        for _ in range(k):
+            grade = grade_of()
+            school = _grade_school(grade)
+            gender = "F" if rand() < 0.5 else "M"
+            first = choice(SEED_FIRST_F if gender == "F" else SEED_FIRST_M)
+            held_back = 1 if rand() < 0.03 else 0
+            born = dt.date(_SEED_YEAR - 6 - grade - held_back, 9, 2) + dt.timedelta(
+                days=randint(0, 364))
+            entry_grade = randint(-1, grade)
+            school_entry_grade = max(entry_grade, school["low_grade"])
+            district_entry = f"{_SEED_YEAR - (grade - entry_grade)}-08-20"
+            status = status_of()
+            races = [race_of()]
+            if rand() < 0.08:
+                races.append(choice([c for c, _ in SEED_RACES if c != races[0]]))
+            physical = {"street": street, "city": city, "state_province": "CA",
+                        "postal_code": postal}
+            mailing = dict(physical) if rand() < 0.85 else {
+                "street": f"PO Box {randint(100, 9999)}", "city": city, "state_province": "CA",
+                "postal_code": postal}
+            contact = {"mother": f"{mother['first']} {mother['last']}" if mother in parents else None,
+                       "father": f"{father['first']} {father['last']}" if father in parents else None,
+                       "guardian_email": parents[0]["email"],
+                       "emergency_contact_name1": emergency[0], "emergency_phone1": emergency[1]}
+            if doctor:
+                contact["doctor_name"], contact["doctor_phone"] = doctor
+            se = {"enroll_status": status, "grade_level": grade, "entry_date": "2025-08-20",
+                  "exit_date": "2026-06-10", "school_number": school["school_number"],
+                  "school_id": school["id"]}
+            if grade == entry_grade or rand() < 0.1:
+                se["entry_code"] = choice(("E1", "E2", "E3")) if grade == entry_grade else "R1"
+            ext = {"u_students_extension": {"photo_release": rand() < 0.8,
+                                            "enrollment_source": "Returning student"},
+                   "u_studentsuserfields": {"home_language": language, "siblings_enrolled": k - 1}}
+            if rand() < 0.55:
+                ext["u_students_extension"]["bus_route"] = f"R{randint(1, 40)}"
+            child = {
+                "name": {"first_name": first, "last_name": last},
+                "demographics": {"gender": gender, "birth_date": born.isoformat(),
+                                 "district_entry_date": district_entry,
+                                 "projected_graduation_year": _SEED_YEAR + 1 + 12 - grade},
+                "addresses": {"physical": physical, "mailing": mailing},
+                "phones": {"main": {"number": home}},
+                "contact": {key: v for key, v in contact.items() if v is not None},
+                "ethnicity_race": {"federal_ethnicity": "YES" if hispanic else "NO",
+                                   "scheduling_reporting_ethnicity": "H" if hispanic else "N",
+                                   "races": [{"district_race_code": r} for r in races]},
+                "school_enrollment": se,
+                "initial_enrollment": {
+                    "district_entry_date": district_entry,
+                    "district_entry_grade_level": entry_grade,
+                    "school_entry_date": f"{_SEED_YEAR - (grade - school_entry_grade)}-08-20",
+                    "school_entry_grade_level": school_entry_grade},
+                "schedule_setup": {"home_room": str(randint(1, 40))},
+                "extensions": ext,
+            }
+            if rand() < 0.6:
+                child["name"]["middle_name"] = choice(SEED_MIDDLE)
+            if grade < 12:
+                child["schedule_setup"].update({
+                    "sched_next_year_grade": grade + 1,
+                    "next_school": _grade_school(grade + 1)["school_number"]})
+            children.append(child)
+        families.append({"children": children, "guardians": guardians})
+        count += k
+    return families
+
+
+def finish_seeded_student(child: dict, local_id: int, seed: int | None) -> dict:
+    """The parts of a seeded student that follow from its local id: state student number
+    (10 digits, unique per local id), username, student email."""
+    first, last = child["name"]["first_name"], child["name"]["last_name"]
+    slug = re.sub(r"[^a-z]", "", (first[0] + last).lower())
+    ssid = 1_000_000_000 + (local_id * 7919 + (seed or 0) * 104729) % 9_000_000_000
+    return {"local_id": local_id, "state_province_id": str(ssid),
+            "student_username": f"{slug[:12]}{local_id % 1_000_000:06d}", **child,
+            "contact_info": {"email": f"{slug[:20]}{local_id}@students.example.org"}}

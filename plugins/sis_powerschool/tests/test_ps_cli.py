@@ -124,7 +124,9 @@ def test_the_flags_set_every_fault():
         "fault_path": "/nothing", "min_interval_ms": 0, "throttle_status": 503,
         "token_lifetime": 99, "revoke_tokens_every": 8, "reject_local_ids": ["11"],
         "reject_last_names": ["Doe"], "drop_results_for": ["12", "13"],
-        "denied_fields": ["students.dob"], "student_max_page_size": 50}
+        "denied_fields": ["students.dob"], "student_max_page_size": 50,
+        "revoke_new_tokens_every": 0, "drip_bytes_per_s": 0.0, "drip_answers": 0,
+        "busy_records": 0, "page_error_at": 0}
 
 
 def test_an_unknown_malformed_kind_is_refused_at_start():

@@ -10,9 +10,19 @@ from __future__ import annotations
 import datetime as dt
 from dataclasses import dataclass
 
-from .catalog import source_values, student_sis_id
-from .mapping.context import MappingContext
-from .mapping.engine import CompiledMapping, MappingResult
+from ..adapters import Outcome
+from ..catalog import source_values, student_sis_id
+from ..mapping.context import MappingContext
+from ..mapping.engine import CompiledMapping, MappingResult
+from ..models import SYNC_FAILED, SYNC_PARTIAL, SYNC_SUCCEEDED
+
+#: the Sync Status each adapter outcome gives a record
+STATUS_OF_OUTCOME = {Outcome.SUCCEEDED: SYNC_SUCCEEDED, Outcome.PARTIAL: SYNC_PARTIAL,
+                     Outcome.FAILED: SYNC_FAILED}
+
+
+def status_for(outcome: Outcome) -> str:
+    return STATUS_OF_OUTCOME.get(outcome, SYNC_FAILED)
 
 
 @dataclass(frozen=True)

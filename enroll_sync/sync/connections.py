@@ -13,9 +13,9 @@ from typing import Any
 
 from flask import current_app
 
-from .adapters import AdapterError, FieldSection, SettingField, SISAdapter, sections_from_dicts, sections_to_dicts
-from .models import SyncConnection, utcnow
-from .security import secret_box
+from ..adapters import AdapterError, FieldSection, SettingField, SISAdapter, sections_from_dicts, sections_to_dicts
+from ..models import SyncConnection, utcnow
+from ..security import secret_box
 
 log = logging.getLogger("enroll_sync.connections")
 
@@ -32,6 +32,12 @@ class SettingsError(ValueError):
 
 def adapter_classes(app=None) -> dict[str, type[SISAdapter]]:
     return (app or current_app).extensions["enroll_sync.adapters"]
+
+
+def adapter_label(name: str, app=None) -> str:
+    """What admins see as the SIS type of adapter ``name``."""
+    cls = adapter_classes(app).get(name)
+    return (cls.label or cls.name) if cls else f"{name} (not installed)"
 
 
 def adapter_class(name: str, app=None) -> type[SISAdapter]:
@@ -143,6 +149,15 @@ def update_connection(conn: SyncConnection, name: str, environment: str, submitt
 def secret_values(conn: SyncConnection, app=None) -> list[str]:
     """Every secret of ``conn`` (to redact from anything shown or stored)."""
     return [str(v) for v in secret_box(app).open(conn.secrets).values() if v]
+
+
+def safe_secret_values(conn: SyncConnection, app=None) -> list[str]:
+    """``secret_values``, or nothing when they cannot be decrypted (then there is
+    nothing to redact, and nothing will be sent either)."""
+    try:
+        return secret_values(conn, app)
+    except Exception:
+        return []
 
 
 # --------------------------------------------------------------------------- adapter instances

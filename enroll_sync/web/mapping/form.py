@@ -17,22 +17,17 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Iterable
 
-from peewee import Case, fn
-
-from ..adapters import FieldSection, TargetField
-from ..catalog import SYSTEM_FIELDS, SYSTEM_SECTION
-from ..db import database, is_sqlite
-from ..ids import parse_id
-from ..mapping_versions import clean_row_parts
-from ..mapping.automap import auto_map
-from ..mapping.codes import UNMATCHED_POLICIES, CodeAnswer, match_code_answers
-from ..mapping.context import MappingContext
-from ..mapping.engine import ERROR, MAPPING_TYPES, Problem, compile_row, flatten_targets
-from ..mapping.steps import Param, StepConfigError
-from ..models import REGISTRATION_STATUSES, FormField, Registration, School, Student
+from ...adapters import FieldSection, TargetField
+from ...catalog import Catalog, load_catalog, source_values  # noqa: F401 (load_catalog: ui.load_catalog)
+from ...mapping.automap import auto_map
+from ...mapping.codes import UNMATCHED_POLICIES, CodeAnswer, match_code_answers
+from ...mapping.context import MappingContext
+from ...mapping.engine import ERROR, MAPPING_TYPES, Problem, compile_row, flatten_targets
+from ...mapping.steps import Param, StepConfigError
+from ...sync.mappings.examples import Example, answer_options, seen_values
+from ...sync.mappings.versions import clean_row_parts
 
 SEP = "|"
-MAX_EXAMPLES = 5
 TYPE_LABELS = dict(MAPPING_TYPES)
 POLICY_LABELS = dict(UNMATCHED_POLICIES)
 #: rows whose To Field the SIS no longer lists
@@ -41,199 +36,24 @@ OTHER_SECTION = FieldSection("_other", "Other fields (not in this SIS's field li
 VALUE_PROBLEM_CODES = ("too_long", "invalid_code", "invalid_type", "unmatched_code", "step_error", "step_bug")
 
 
-# --------------------------------------------------------------------------- the From Enroll Field catalog
-
-@dataclass
-class Catalog:
-    """The organization's form fields plus the system values, grouped by form section."""
-
-    groups: list[tuple[str, list[tuple[str, str]]]]
-    labels: dict[str, str]
-    options: dict[str, list]
-    entries: list[dict]
-
-    @property
-    def keys(self) -> frozenset[str]:
-        return frozenset(self.labels)
-
-    def label(self, key: str | None) -> str:
-        if not key:
-            return ""
-        return self.labels.get(key, key)
 
 
-def load_catalog(org_id: int) -> Catalog:
-    groups: dict[str, list[tuple[str, str]]] = {}
-    labels, options, entries = {}, {}, []
-    for f in FormField.select().where(FormField.organization == org_id).order_by(FormField.position, FormField.id):
-        groups.setdefault(f.section, []).append((f.key, f.label))
-        labels[f.key] = f.label
-        options[f.key] = list(f.options or ())
-        entries.append({"key": f.key, "label": f.label, "type": f.type, "options": list(f.options or ())})
-    system = []
-    for key, label in SYSTEM_FIELDS:
-        system.append((key, label))
-        labels[key] = label
-        entries.append({"key": key, "label": label, "type": "text", "options": []})
-    out = list(groups.items()) + [(SYSTEM_SECTION, system)]
-    return Catalog(groups=out, labels=labels, options=options, entries=entries)
 
 
-def answer_options(org_id: int, key: str, catalog: Catalog) -> list:
-    """The choices a field offers (system values: what this organization has)."""
-    if key in ("school.school_number", "school.name"):
-        col = School.school_number if key == "school.school_number" else School.name
-        return [v for (v,) in School.select(col).where(School.organization == org_id).order_by(col).tuples()]
-    if key == "registration.status":
-        return list(REGISTRATION_STATUSES)
-    return list(catalog.options.get(key, ()))
-
-
-def seen_values(org_id: int, key: str, limit: int = 200) -> dict[str, int]:
-    """Distinct non-blank answers to ``key`` in this organization's registrations, with counts."""
-    if not key:
-        return {}
-    if key.startswith(("registration.", "school.", "student.")):
-        col = {"registration.grade": Registration.grade, "registration.school_year": Registration.school_year,
-               "registration.status": Registration.status}.get(key)
-        if col is None:
-            return {}
-        q = (Registration.select(col, fn.COUNT(Registration.id)).where(Registration.organization == org_id)
-             .group_by(col).order_by(fn.COUNT(Registration.id).desc()).limit(limit).tuples())
-        return {str(v): n for v, n in q if v not in (None, "")}
-    if is_sqlite():
-        sql = ("SELECT json_extract(answers, ?) AS v, COUNT(*) AS n FROM registration "
-               "WHERE organization_id = ? GROUP BY v ORDER BY n DESC LIMIT ?")
-        params = ('$."' + key.replace('"', '') + '"', org_id, limit)
-    else:
-        sql = ("SELECT (CAST(answers AS json) ->> %s) AS v, COUNT(*) AS n FROM registration "
-               "WHERE organization_id = %s GROUP BY v ORDER BY n DESC LIMIT %s")
-        params = (key, org_id, limit)
-    out: dict[str, int] = {}
-    for v, n in database.execute_sql(sql, params).fetchall():
-        if v is None:
-            continue
-        if isinstance(v, str) and v.startswith("[") and v.endswith("]"):
-            try:  # a multi-select answer stored as a JSON list
-                items = json.loads(v)
-            except ValueError:
-                items = [v]
-            for item in items if isinstance(items, list) else [items]:
-                if str(item).strip():
-                    out[str(item)] = out.get(str(item), 0) + n
-            continue
-        if str(v).strip():
-            out[str(v)] = out.get(str(v), 0) + n
-    return out
 
 
 # --------------------------------------------------------------------------- examples
 
-@dataclass
-class Example:
-    kind: str  # "registration" | "student"
-    raw: str
-    registration: Registration
-
-    @property
-    def value(self) -> str:
-        return str(self.registration.form_id)
-
-    @property
-    def label(self) -> str:
-        what = "Registration Form ID" if self.kind == "registration" else "Student"
-        return f"{self.registration.student_name} ({what} {self.raw})"
 
 
-def find_registration(org_id: int, form_id: Any) -> Registration | None:
-    fid = parse_id(form_id)
-    if fid is None:
-        return None
-    return Registration.get_or_none((Registration.organization == org_id) & (Registration.form_id == fid))
 
 
-def find_student_registration(org_id: int, student_id: str) -> tuple[Student | None, Registration | None]:
-    """The student with this SIS ID or SchoolMint ID, and the registration to show for them
-    (the latest Approved one, else the latest)."""
-    sid = str(student_id).strip()
-    student = (Student.select().where((Student.organization == org_id)
-                                      & ((Student.sis_id == sid) | (Student.schoolmint_id == sid)))
-               .order_by(Student.id).first())
-    if student is None:
-        return None, None
-    reg = (Registration.select().where((Registration.organization == org_id) & (Registration.student == student))
-           .order_by(Case(None, [(Registration.status == "Approved", 0)], 1), Registration.submitted_at.desc(),
-                     Registration.id.desc())
-           .first())
-    return student, reg
 
 
-def check_examples(org_id: int, registration_values: Iterable[str], student_values: Iterable[str]
-                   ) -> tuple[list[str], list[str], dict[str, str]]:
-    """Clean the Configure tab's examples. Returns (registrations, students, errors) where
-    errors maps an input name (``registration_example-2``) to its message."""
-    errors: dict[str, str] = {}
-    regs: list[str] = []
-    for i, raw in enumerate(registration_values):
-        v = (raw or "").strip()
-        if not v:
-            continue
-        name = f"registration_example-{i}"
-        if i >= MAX_EXAMPLES:
-            errors[name] = f"Up to {MAX_EXAMPLES} Registration Examples."
-        elif parse_id(v) is None:
-            errors[name] = f"“{v}” is not a Registration Form ID: use the numbers at the end of the registration's URL."
-        elif find_registration(org_id, v) is None:
-            errors[name] = f"No registration with Registration Form ID {v} in this organization."
-        elif str(parse_id(v)) in regs:
-            errors[name] = f"Registration Form ID {v} is already an example."
-        else:
-            regs.append(str(parse_id(v)))
-    students: list[str] = []
-    for i, raw in enumerate(student_values):
-        v = (raw or "").strip()
-        if not v:
-            continue
-        name = f"student_example-{i}"
-        if i >= MAX_EXAMPLES:
-            errors[name] = f"Up to {MAX_EXAMPLES} Student Examples."
-            continue
-        student, reg = find_student_registration(org_id, v)
-        if student is None:
-            errors[name] = f"No student with SIS ID or SchoolMint ID “{v}” in this organization."
-        elif reg is None:
-            errors[name] = f"Student “{v}” has no registration to show as an example."
-        elif v in students:
-            errors[name] = f"Student “{v}” is already an example."
-        else:
-            students.append(v)
-    return regs, students, errors
 
 
-def resolve_examples(org_id: int, mapping) -> list[Example]:
-    """The saved examples that still exist, registrations first, without repeats."""
-    out: list[Example] = []
-    seen: set[int] = set()
-    if mapping is None:
-        return out
-    for raw in mapping.registration_examples or ():
-        reg = find_registration(org_id, raw)
-        if reg is not None and reg.id not in seen:
-            seen.add(reg.id)
-            out.append(Example("registration", str(raw), reg))
-    for raw in mapping.student_examples or ():
-        _, reg = find_student_registration(org_id, raw)
-        if reg is not None and reg.id not in seen:
-            seen.add(reg.id)
-            out.append(Example("student", str(raw), reg))
-    return out
 
 
-def pick_example(examples: list[Example], value: str | None) -> Example | None:
-    for ex in examples:
-        if value and ex.value == str(value).strip():
-            return ex
-    return examples[0] if examples else None
 
 
 # --------------------------------------------------------------------------- row state <-> form
@@ -626,7 +446,7 @@ def build_row(state: dict, ctx: EditorContext, note: str | None = None) -> RowVi
     if t == "match_codes" and state.get("from") and "codes" not in state:
         # first time this row is Match Codes: fill in the answers that equal a SIS code or its label
         frm = state["from"]
-        answers = [str(o) for o in answer_options(ctx.org_id, frm, ctx.catalog)] + list(ctx.seen(frm))
+        answers = [str(o) for o in answer_options(ctx.org_id, frm, ctx.catalog.options.get(frm, ()))] + list(ctx.seen(frm))
         state["codes"] = suggest_codes(answers, target)
     row = engine_row(state)
     compiled = compile_row(row, ctx.sections, ctx.step_map, source_fields=ctx.catalog.keys)
@@ -640,7 +460,7 @@ def build_row(state: dict, ctx: EditorContext, note: str | None = None) -> RowVi
     view.problems = problems
     if t == "match_codes" and state.get("from"):
         frm = state["from"]
-        options = answer_options(ctx.org_id, frm, ctx.catalog)
+        options = answer_options(ctx.org_id, frm, ctx.catalog.options.get(frm, ()))
         seen = dict(ctx.seen(frm))
         codes = dict(state.get("codes") or {})
         for answer in codes:  # keep codes typed for answers no longer offered or seen
@@ -747,7 +567,6 @@ def propose(states: dict[str, dict], catalog: Catalog, sections: list[FieldSecti
 
 def summary(compiled, examples: list[Example], today: dt.date) -> dict:
     """The Save summary: required SIS fields unmapped, row problems, example values that break a rule."""
-    from ..catalog import source_values
     values = []
     for ex in examples:
         res = compiled(source_values(ex.registration), MappingContext(today=today, insert=None))

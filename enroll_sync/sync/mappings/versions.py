@@ -18,10 +18,10 @@ import json
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterable
 
-from .db import database
-from .mapping.codes import UNMATCHED_POLICIES
-from .mapping.engine import MAPPING_TYPES
-from .models import Mapping, MappingVersion, SyncConnection, utcnow
+from ...db import database
+from ...mapping.codes import UNMATCHED_POLICIES
+from ...mapping.engine import MAPPING_TYPES
+from ...models import Mapping, MappingVersion, SyncConnection, utcnow
 
 #: what a downloaded mapping document says it is
 DOCUMENT_FORMAT = "enroll-sync/mapping"
