@@ -275,6 +275,11 @@ def _retry_after(response: Any) -> float | None:
     return None if when is None else max(0.0, when.timestamp() - time.time())
 
 
+def _busy(exc: BaseException) -> bool:
+    """Aeries kept answering 429/503 (not processed) past the retries: nothing was written."""
+    return isinstance(exc, TransportError) and exc.status in NOT_PROCESSED
+
+
 def _json(response: Any) -> Any:
     try:
         return response.json()
@@ -363,7 +368,8 @@ class _Plan:
     body: dict
     school: int | None
     sis_id: str | None = None        # the StudentID to update (None: insert)
-    note: str = ""                   # how the student was matched / relinked
+    note: str = ""                   # how the student was matched
+    matched_by: str | None = None    # set when a record without sis_id matched a student
     result: ExportResult | None = None
     contacts: list[tuple[int, dict]] = field(default_factory=list)   # (slot, InsertContact body)
     contact_errors: list[FieldError] = field(default_factory=list)   # found before sending
@@ -727,6 +733,8 @@ class AeriesAdapter(SISAdapter):
         try:
             problem = self._year_problem(self._system_info())
         except TransportError as exc:
+            if _busy(exc):
+                return [self._retry(r, str(exc)) for r in records]
             return [self._failed(r, str(exc), code=exc.kind.upper()) for r in records]
         except AdapterError as exc:
             return [self._failed(r, str(exc), code="CHECK_FAILED") for r in records]
@@ -752,7 +760,8 @@ class AeriesAdapter(SISAdapter):
             msg = ("Could not read Aeries' students to find existing ones before writing, so nothing "
                    f"was sent: {exc}")
             for p in todo:
-                results[p.record.record_id] = self._failed(p.record, msg, code="LOOKUP_FAILED")
+                results[p.record.record_id] = (self._retry(p.record, msg) if _busy(exc) else
+                                               self._failed(p.record, msg, code="LOOKUP_FAILED"))
             return [results[r.record_id] for r in records]
         fatal: str | None = None
         for p in todo:
@@ -766,7 +775,7 @@ class AeriesAdapter(SISAdapter):
                 results[rid] = problem
                 continue
             result, stop = self._write(p, roster)
-            if result.outcome != Outcome.FAILED and result.sis_id and (p.contacts or p.contact_errors):
+            if result.ok and result.sis_id and (p.contacts or p.contact_errors):
                 result = self._write_contacts(p, result)
             results[rid] = result
             if stop:
@@ -780,6 +789,12 @@ class AeriesAdapter(SISAdapter):
         return ExportResult(record_id=record.record_id, outcome=Outcome.FAILED, action=action, sis_id=sis_id,
                             errors=errors or [FieldError(None, code, message)], message=message,
                             sent=sent, response=response)
+
+    def _retry(self, record: ExportRecord, message: str, *, sent: Any = None, action: str | None = None,
+               sis_id: str | None = None) -> ExportResult:
+        message = self.transport.redact(f"{message} Nothing was written; Enroll Sync tries it again later.")
+        return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY, action=action, sis_id=sis_id,
+                            errors=[FieldError(None, "RETRY", message)], message=message, sent=sent)
 
     # -- matching
     def _roster(self) -> Roster:
@@ -804,14 +819,17 @@ class AeriesAdapter(SISAdapter):
                 start += self.page_size
         return roster
 
-    def _identity_conflict(self, payload: Mapping, records: list[dict]) -> str | None:
-        """Why the Aeries student ``records`` is not the child of ``payload``, or None.
+    def _identity_conflict(self, payload: Mapping, records: list[dict]) -> tuple[str, bool] | None:
+        """Why the Aeries student ``records`` is not the child of ``payload`` (and whether it
+        is clearly another child), or None.
 
         The same child when the first name agrees and so does the last name or the birth
-        date (a corrected birth date or a new last name is still the same child); a twin
-        or a sibling (another first name) is not. Only what the payload maps is compared."""
+        date (a corrected birth date or a new last name is still the same child). Another
+        child when the first name differs (a twin, a sibling, a renumbered id). Only what
+        the payload maps is compared."""
         mine = {"first": _name_key(payload.get("FirstName")), "last": _name_key(payload.get("LastName")),
                 "birth": _date(payload.get("BirthDate")) or ""}
+        other = True
         for r in records:
             theirs = {"first": _name_key(r.get("FirstName")), "last": _name_key(r.get("LastName")),
                       "birth": _date(r.get("Birthdate")) or ""}
@@ -821,46 +839,45 @@ class AeriesAdapter(SISAdapter):
                 continue
             if len(agree) >= min(2, len(known)):
                 return None
+            other = False  # the same first name: perhaps the same child, corrected twice
         r = records[0]
-        return f"{r.get('FirstName')} {r.get('LastName')}, born {_date(r.get('Birthdate')) or 'unknown'}"
+        return f"{r.get('FirstName')} {r.get('LastName')}, born {_date(r.get('Birthdate')) or 'unknown'}", other
+
+    def _not_found(self, p: _Plan, why: str) -> ExportResult:
+        message = self.transport.redact(
+            f"{why} Nothing was written. Enroll Sync sends the student again without that StudentID, "
+            f"to be matched by name and birth date (or inserted when Aeries has no such student).")
+        return ExportResult(p.record.record_id, Outcome.NOT_FOUND, action="update",
+                            errors=[FieldError(None, "NOT_FOUND", message)], message=message,
+                            sent=self._request_of(p.record, p.body, p.sis_id))
 
     def _plan(self, p: _Plan, roster: Roster) -> ExportResult | None:
-        """Decide insert or update for ``p``; a FAILED result when it cannot be decided safely."""
+        """Decide insert or update for ``p``; a result instead when it must not be sent.
+
+        A linked StudentID is checked against the roster first: gone from the target
+        year, or now another child (Aeries emptied, or restored under new ids), it is
+        NOT_FOUND and nothing is written; the core sends the record again without it."""
         payload = p.record.payload
         found = roster.find(payload.get("LastName"), payload.get("FirstName"), payload.get("BirthDate"))
         who = (f"{payload.get('FirstName')} {payload.get('LastName')} born "
                f"{_date(payload.get('BirthDate'))}")
         if p.sis_id:
             linked = roster.by_id.get(str(_int(p.sis_id) if _int(p.sis_id) is not None else p.sis_id))
-            if linked:
-                conflict = self._identity_conflict(payload, linked)
-                if conflict is None:
-                    return None
-                if len(found) == 1:
-                    old, p.sis_id = p.sis_id, found[0]
-                    p.note = (f" Aeries student {old} is now {conflict} (Aeries was renumbered or "
-                              f"restored); this registration matched student {p.sis_id} by name and birth "
-                              f"date instead.")
-                    return None
-                return self._failed(
-                    p.record, f"The linked Aeries student {p.sis_id} is now {conflict}, not {who}: Aeries "
-                              f"may have been renumbered or restored from a backup. Nothing was sent; link "
-                              f"the registration to the right StudentID.", code="LINK_CONFLICT",
-                    sent=self._request_of(p.record, p.body, p.sis_id), action="update")
-            if len(found) == 1:
-                old, p.sis_id = p.sis_id, found[0]
-                p.note = (f" Aeries has no student {old} in {school_year_label(roster.year)} any more "
-                          f"(renumbered or restored?); the student matched {p.sis_id} by name and birth "
-                          f"date instead.")
+            if not linked:
+                return self._not_found(p, f"Aeries has no student {p.sis_id} in {school_year_label(roster.year)} "
+                                          f"(deleted, or Aeries was emptied or restored under new ids).")
+            conflict = self._identity_conflict(payload, linked)
+            if conflict is None:
                 return None
+            now, other_child = conflict
+            if other_child:
+                return self._not_found(p, f"Aeries student {p.sis_id} is now {now}, not {who} (Aeries was "
+                                          f"renumbered or restored from a backup).")
             return self._failed(
-                p.record, f"Aeries has no student {p.sis_id} in {school_year_label(roster.year)}"
-                          + (f", and {len(found)} students match {who}" if found else
-                             f", and none matches {who}")
-                          + ". It may have been removed, renumbered by a restore, or not rolled over into "
-                            "this year. Nothing was sent; unlink the registration to insert it as a new "
-                            "student, or link it to the right StudentID.",
-                code="NOT_FOUND", sent=self._request_of(p.record, p.body, p.sis_id), action="update")
+                p.record, f"The linked Aeries student {p.sis_id} is now {now}, not {who}: the same first name "
+                          f"but another last name and birth date. Nothing was sent; check the student in "
+                          f"Aeries and correct the registration or its link.", code="LINK_CONFLICT",
+                sent=self._request_of(p.record, p.body, p.sis_id), action="update")
         if len(found) > 1:
             return self._failed(
                 p.record, f"{len(found)} Aeries students match {who} (StudentIDs {', '.join(found[:5])}); "
@@ -868,8 +885,8 @@ class AeriesAdapter(SISAdapter):
                           f"the right one, or merge the duplicates in Aeries.", code="AMBIGUOUS_MATCH",
                 sent=self._request_of(p.record, p.body, None))
         if found:
-            p.sis_id = found[0]
-            p.note = f" An existing Aeries student matched by name and birth date."
+            p.sis_id, p.matched_by = found[0], "name and birth date"
+            p.note = " An existing Aeries student matched by name and birth date."
             p.body, _ = self.build_body(p.record, update=True)
             return None
         school = roster.schools.get(p.school)
@@ -904,6 +921,9 @@ class AeriesAdapter(SISAdapter):
                 response, answer = self._insert(p, roster)
         except TransportError as exc:
             msg = str(exc)
+            if _busy(exc):
+                return self._retry(p.record, f"Aeries is busy: {msg}", sent=sent, action=action,
+                                   sis_id=p.sis_id), None
             if exc.kind in ("timeout", "retries"):
                 msg += (" The student may or may not have been saved; syncing it again is safe (existing "
                         "students are matched by name and birth date).")
@@ -1008,21 +1028,23 @@ class AeriesAdapter(SISAdapter):
         if status == 400:
             text = self.transport.redact(msg or "Aeries refused the student without saying why.")
             if msg and "invalid student id" in msg.lower() and p.sis_id:
-                text = (f"Aeries has no student {p.sis_id} any more ({text}); it may have been renumbered "
-                        f"or restored. Syncing again looks the student up by name and birth date.")
-                return self._failed(p.record, text, code="NOT_FOUND", sent=sent, action=action,
-                                    response=_json(response)), None
+                result = self._not_found(p, f"Aeries has no student {p.sis_id} any more (\"{text}\").")
+                result.response = _json(response)
+                return result, None
             field_key = _field_in_message(msg or "")
             return self._failed(p.record, f"Aeries refused the {action}: {text}", code="REFUSED",
                                 errors=[FieldError(field_key, "REFUSED", text)], sent=sent, action=action,
                                 sis_id=p.sis_id, response=_json(response)), None
+        if status in NOT_PROCESSED:
+            said = f' ("{self.transport.redact(msg)[:300]}")' if msg else ""
+            return self._retry(p.record, f"Aeries kept answering HTTP {status}{said} to {where}.", sent=sent,
+                               action=action, sis_id=p.sis_id), None
         message = self._http_message(response, where, "students")
-        if status >= 500 or status == 429:
+        if status >= 500:
             message = (f"Gave up on {where} after {self.max_attempts} attempts: the last answer was HTTP "
-                       f"{status}" + (f' ("{self.transport.redact(msg)[:300]}")' if msg else "") + ".")
-            if status >= 500:
-                message += (" The student may or may not have been saved; syncing it again is safe "
-                            "(existing students are matched by name and birth date).")
+                       f"{status}" + (f' ("{self.transport.redact(msg)[:300]}")' if msg else "") + ". The "
+                       f"student may or may not have been saved; syncing it again is safe (existing "
+                       f"students are matched by name and birth date).")
         stop = message if status in (401, 403, 404, 501) else None
         return self._failed(p.record, message, code=f"HTTP_{status}", sent=sent, action=action,
                             sis_id=p.sis_id, response=_json(response)), stop
@@ -1073,7 +1095,7 @@ class AeriesAdapter(SISAdapter):
         base = f"{verb} Aeries student {sis_id} ({school_year_label(self.school_year)}).{p.note}"
         if not ignored:
             return ExportResult(p.record.record_id, Outcome.SUCCEEDED, sis_id=sis_id, action=action,
-                                message=base, sent=sent, response=response)
+                                message=base, sent=sent, response=response, matched_by=p.matched_by)
         names = ", ".join(e.field or "?" for e in ignored)
         written = [k for k in p.body if k not in {e.field for e in ignored}]
         if action == "update" and not written:
@@ -1082,7 +1104,7 @@ class AeriesAdapter(SISAdapter):
             outcome, head = Outcome.PARTIAL, base
         message = self.transport.redact(f"{head} Not written: {names}.{unverified}")
         return ExportResult(p.record.record_id, outcome, sis_id=sis_id, action=action, errors=ignored,
-                            message=message, sent=sent, response=response)
+                            message=message, sent=sent, response=response, matched_by=p.matched_by)
 
 
     # -- contacts

@@ -225,7 +225,7 @@ def test_a_second_sync_updates_without_duplicates(adapter, sandbox):
                                    for r in recs]))
     for rid in first:
         assert again[rid].action == "update" and again[rid].sis_id == first[rid].sis_id
-        assert "matched by name and birth date" in again[rid].message
+        assert again[rid].matched_by == "name and birth date" and linked[rid].matched_by is None
         assert linked[rid].outcome == Outcome.SUCCEEDED and linked[rid].sis_id == first[rid].sis_id
     assert sandbox.count() == 4
     assert {s["MiddleName"] for s in sandbox.students()} == {"Luz"}, "the linked sync wrote Luz back"
@@ -263,17 +263,29 @@ def test_two_registrations_of_one_child_in_one_batch_make_one_student(adapter, s
 
 # ----------------------------------------------------------------------------- a renumbered SIS
 
-def test_a_renumbered_sis_is_relinked_by_name_and_birth_date(adapter, sandbox):
+def resend_without_links(adapter, results, records):
+    """What the core does with NOT_FOUND: the same records again, without sis_id."""
+    again = [ExportRecord(r.record_id, r.payload) for r in records
+             if results[r.record_id].outcome == Outcome.NOT_FOUND]
+    return by_id(adapter.export(again))
+
+
+def test_a_renumbered_sis_is_not_found_then_matched_under_the_new_ids(adapter, sandbox):
     recs = [record() for _ in range(3)]
     first = by_id(adapter.export(recs))
     mapping = sandbox.renumber("shift")
+    sandbox.clear_requests()
     linked = [ExportRecord(r.record_id, r.payload, sis_id=first[r.record_id].sis_id) for r in recs]
-    again = by_id(adapter.export(linked))
+    gone = by_id(adapter.export(linked))
+    for rid, r in gone.items():
+        assert r.outcome == Outcome.NOT_FOUND and not r.ok, r.message
+        assert f"Aeries has no student {first[rid].sis_id} in 2025-2026" in r.message
+    assert not posts(sandbox), "nothing written"
+    again = resend_without_links(adapter, gone, recs)
     for rid, r in again.items():
-        old = int(first[rid].sis_id)
         assert r.outcome == Outcome.SUCCEEDED and r.action == "update", r.message
-        assert r.sis_id == str(mapping[old]) and f"no student {old}" in r.message
-    assert sandbox.count() == 3 and not posts(sandbox, "InsertStudent/")
+        assert r.sis_id == str(mapping[int(first[rid].sis_id)]) and r.matched_by == "name and birth date"
+    assert sandbox.count() == 3 and not posts(sandbox, "InsertStudent")
 
 
 def test_an_old_id_naming_another_child_is_not_overwritten(adapter, sandbox):
@@ -281,14 +293,16 @@ def test_an_old_id_naming_another_child_is_not_overwritten(adapter, sandbox):
     first = by_id(adapter.export([a, b]))
     sandbox.renumber("shuffle")   # a's old id now names b and the other way round
     before = {s["StudentID"]: dict(s) for s in sandbox.students()}
-    [r] = adapter.export([ExportRecord(a.record_id, dict(a.payload, MiddleName="New"),
-                                       sis_id=first[a.record_id].sis_id)])
-    assert r.outcome == Outcome.SUCCEEDED and r.sis_id == first[b.record_id].sis_id, r.message
-    assert "now Ben" in r.message
+    changed = ExportRecord(a.record_id, dict(a.payload, MiddleName="New"), sis_id=first[a.record_id].sis_id)
+    [r] = adapter.export([changed])
+    assert r.outcome == Outcome.NOT_FOUND and "is now Ben" in r.message
+    assert {s["StudentID"]: s for s in sandbox.students()} == before, "nothing was written"
+    [again] = resend_without_links(adapter, {r.record_id: r}, [changed]).values()
+    assert again.outcome == Outcome.SUCCEEDED and again.sis_id == first[b.record_id].sis_id
     after = {s["StudentID"]: s for s in sandbox.students()}
     ben_now = int(first[a.record_id].sis_id)
     assert after[ben_now] == before[ben_now], "the other child was not touched"
-    assert after[int(r.sis_id)]["MiddleName"] == "New"
+    assert after[int(again.sis_id)]["MiddleName"] == "New"
 
 
 def test_a_linked_student_gone_from_aeries_is_not_found_and_not_reinserted(adapter, sandbox):
@@ -296,17 +310,25 @@ def test_a_linked_student_gone_from_aeries_is_not_found_and_not_reinserted(adapt
     sandbox.empty()
     sandbox.clear_requests()
     [r] = adapter.export([ExportRecord(rec.record_id, rec.payload, sis_id=first.sis_id)])
-    assert r.outcome == Outcome.FAILED and r.errors[0].code == "NOT_FOUND"
-    assert f"Aeries has no student {first.sis_id} in 2025-2026" in r.message and not posts(sandbox)
+    assert r.outcome == Outcome.NOT_FOUND and r.sis_id is None and not posts(sandbox)
+    [again] = adapter.export([ExportRecord(rec.record_id, rec.payload)])
+    assert again.action == "insert" and again.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
 
 
-def test_a_link_whose_child_changed_and_matches_nobody_fails(adapter, sandbox, api):
+def test_a_link_to_another_child_is_not_found(adapter, sandbox, api):
     other = api.post("/api/v5/schools/990/InsertStudent",
                      json={"LastName": "Other", "FirstName": "Kid", "BirthDate": "2015-01-01", "Grade": 3}).json()
     sandbox.clear_requests()
     [r] = adapter.export([record(sis_id=str(other["StudentID"]))])
-    assert r.outcome == Outcome.FAILED and r.errors[0].code == "LINK_CONFLICT"
-    assert "is now Kid Other" in r.message and not posts(sandbox)
+    assert r.outcome == Outcome.NOT_FOUND and "is now Kid Other" in r.message and not posts(sandbox)
+
+
+def test_a_link_with_the_same_first_name_but_nothing_else_is_not_guessed(adapter, sandbox, api):
+    other = api.post("/api/v5/schools/990/InsertStudent",
+                     json={"LastName": "Else", "FirstName": "Ana", "BirthDate": "2015-01-01", "Grade": 3}).json()
+    sandbox.clear_requests()
+    [r] = adapter.export([record(sis_id=str(other["StudentID"]))])
+    assert r.outcome == Outcome.FAILED and r.errors[0].code == "LINK_CONFLICT" and not posts(sandbox)
 
 
 # ----------------------------------------------------------------------------- ignored fields
@@ -413,7 +435,8 @@ def test_update_of_a_student_gone_between_lookup_and_write(adapter, sandbox, mon
         return r
     monkeypatch.setattr(adapter, "_roster", roster_then_renumber)
     [r] = adapter.export([ExportRecord(rec.record_id, rec.payload, sis_id=first.sis_id)])
-    assert r.outcome == Outcome.FAILED and r.errors[0].code == "NOT_FOUND" and "Invalid Student ID" in r.message
+    assert r.outcome == Outcome.NOT_FOUND and "Invalid Student ID" in r.message
+    assert r.response == {"Message": "Invalid Student ID"}
 
 
 @pytest.mark.parametrize("overrides,key,needle", [
@@ -449,6 +472,24 @@ def test_429_with_retry_after_then_the_insert(adapter, sandbox):
     [r] = adapter.export([record()])
     assert r.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
     assert [p["status"] for p in posts(sandbox)] == [429, 429, 200]
+
+
+def test_aeries_busy_past_the_retries_is_retry_and_nothing_is_written(adapter, sandbox):
+    sandbox.set_faults(burst_503=10, retry_after="0", fault_path="/api/v5/schools/990/InsertStudent")
+    [r] = adapter.export([record()])
+    assert r.outcome == Outcome.RETRY and not r.ok and "HTTP 503" in r.message
+    assert "Nothing was written" in r.message and sandbox.count() == 0
+    sandbox.set_faults(burst_503=0)
+    [first] = adapter.export([rec := record()])
+    sandbox.set_faults(burst_429=10, retry_after="0", fault_path="/api/v5/UpdateStudent")
+    [r] = adapter.export([ExportRecord(rec.record_id, rec.payload, sis_id=first.sis_id)])
+    assert r.outcome == Outcome.RETRY and "429" in r.message
+
+
+def test_a_busy_roster_is_retry_for_every_record(adapter, sandbox):
+    sandbox.set_faults(burst_429=10, retry_after="0", fault_path="/api/v5/schools/990/students")
+    results = adapter.export([record(), record()])
+    assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY] and not posts(sandbox)
 
 
 def test_a_500_on_insert_is_checked_before_sending_again(adapter, sandbox):
