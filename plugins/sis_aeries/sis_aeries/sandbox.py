@@ -526,7 +526,8 @@ class SandboxStore:
                           (json.dumps(doc), year, doc["SchoolCode"], doc["StudentNumber"]))
 
     def students(self, year: int, *, school: int | None = None, student_id: int | None = None,
-                 grade: int | None = None, number: int | None = None) -> list[dict]:
+                 grade: int | None = None, number: int | None = None, limit: int | None = None,
+                 offset: int = 0) -> list[dict]:
         where, args = ["year=?"], [year]
         if school is not None:
             where.append("school_code=?")
@@ -537,9 +538,17 @@ class SandboxStore:
         if number is not None:
             where.append("student_number=?")
             args.append(number)
+        if grade is not None:
+            where.append("json_extract(doc, '$.Grade') = ?")
+            args.append(grade)
+            grade = None
+        page = ""
+        if limit is not None:
+            page = " LIMIT ? OFFSET ?"
+            args += [limit, offset]
         with self.lock:
             rows = self.conn.execute(f"SELECT doc FROM students WHERE {' AND '.join(where)}"
-                                     " ORDER BY student_id, school_code", args).fetchall()
+                                     f" ORDER BY student_id, school_code{page}", args).fetchall()
         docs = [json.loads(r[0]) for r in rows]
         if grade is not None:
             docs = [d for d in docs if d.get("Grade") == grade]
@@ -846,20 +855,18 @@ def create_app(store: SandboxStore) -> Flask:
             return fail(404, f"School {sc} was not found.")
         return None
 
-    def _page(docs: list) -> list:
-        start, end = _as_int(arg("StartingRecord")), _as_int(arg("EndingRecord"))
-        if start is None and end is None:
-            return docs
-        start = max(1, start or 1)
-        end = end if end is not None else len(docs)
-        return docs[start - 1:end]
-
     def _list(sc: int, **filters) -> Response:
         denied = area_denied(AREA_STUDENT) or _school_or_404(sc)
         if denied:
             return denied
-        docs = store.students(year(), school=sc, **filters)
-        return jsonify([render_student(d) for d in _page(docs)])
+        # StartingRecord/EndingRecord: 1-based, inclusive record numbers
+        start, end = _as_int(arg("StartingRecord")), _as_int(arg("EndingRecord"))
+        limit, offset = None, 0
+        if start is not None or end is not None:
+            offset = max(1, start or 1) - 1
+            limit = max(0, end - offset) if end is not None else -1
+        docs = store.students(year(), school=sc, limit=limit, offset=offset, **filters)
+        return jsonify([render_student(d) for d in docs])
 
     @app.get("/api/<any(v4,v5):v>/schools/<int:sc>/students")
     def school_students(v, sc):
