@@ -37,6 +37,7 @@ FAULT_FLAGS = {
     "drip": "drip",
     "drip_ms": "drip_ms",
     "drip_bytes": "drip_bytes",
+    "page_error_at": "page_error_at",
     "fault_path": "fault_path",
     "min_interval_ms": "min_interval_ms",
 }
@@ -112,6 +113,8 @@ _D = DEFAULT_FAULTS
               help="Pause between two chunks of a dripped answer.")
 @click.option("--drip-bytes", default=16, show_default=True, type=int,
               help="Chunk size of a dripped answer.")
+@click.option("--page-error-at", default=0, show_default=True, type=int,
+              help="A student list starting at record N (StartingRecord) answers 500 once (0: off).")
 @click.option("--fault-path", default="/", show_default=True,
               help="Counted faults hit only paths starting with this, e.g. /api/v5/UpdateStudent.")
 @click.option("--min-interval-ms", default=0, show_default=True, type=int,

@@ -38,7 +38,8 @@ Only the sandbox has ``/sandbox/*``: ``GET/POST /sandbox/faults`` (alias
 ``GET /sandbox/requests``, ``POST /sandbox/reset`` (back to the start state: seeded
 students, start faults), ``POST /sandbox/empty`` (no students or contacts; faults
 kept), ``POST /sandbox/renumber`` (same students, new StudentIDs: a restored backup),
-``POST /sandbox/seed`` (``{"students": n, "seed": s}``).
+``POST /sandbox/seed`` (``{"students": n, "seed": s}``), ``POST /sandbox/students/{id}/change``
+(a student edited by hand in Aeries).
 
 Start it from the command line (``enroll-sync sandbox aeries --port 5003``) or, in
 tests, with ``serve_in_thread(port=0)``.
@@ -244,6 +245,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "drip": 0,                       # the next N API answers trickle out in small chunks
     "drip_ms": 50,                   # pause between two chunks of a dripped answer
     "drip_bytes": 16,                # size of a chunk of a dripped answer
+    "page_error_at": 0,              # a student list starting at record N answers 500 once (0: off)
     "fault_path": "/",               # counted faults hit only paths starting with this
     "min_interval_ms": 0,            # a request throttle (0: off); throttled requests get 429
 }
@@ -861,6 +863,11 @@ def create_app(store: SandboxStore) -> Flask:
             return denied
         # StartingRecord/EndingRecord: 1-based, inclusive record numbers
         start, end = _as_int(arg("StartingRecord")), _as_int(arg("EndingRecord"))
+        at = int(store.faults.get("page_error_at") or 0)
+        if at and (start or 1) == at:
+            with store.lock:
+                store.faults["page_error_at"] = 0
+            return fail(500, "An error has occurred. (sandbox: page_error_at)")
         limit, offset = None, 0
         if start is not None or end is not None:
             offset = max(1, start or 1) - 1
@@ -1112,6 +1119,24 @@ def create_app(store: SandboxStore) -> Flask:
         except ValueError as exc:
             return fail(400, str(exc))
         return jsonify({"renumbered": len(mapping), "ids": {str(k): v for k, v in mapping.items()}})
+
+    @app.post("/sandbox/students/<int:sid>/change")
+    def change_student(sid):
+        """Edit a student as staff would in Aeries (read names; every school record;
+        no permission checks): ``{"fields": {"LastName": "..."}, "year": 2025}``."""
+        body = request.get_json(silent=True) or {}
+        fields_ = body.get("fields")
+        if not isinstance(fields_, dict) or not fields_:
+            return fail(400, 'Send {"fields": {ReadName: value, ...}}.')
+        y = store.year_for(body.get("year"))
+        with store.lock:
+            docs = store.students(y, student_id=sid)
+            if not docs:
+                return fail(404, f"Student {sid} was not found in {y}.")
+            for d in docs:
+                d.update({k: v for k, v in fields_.items() if k not in ("StudentID", "SchoolCode", "StudentNumber")})
+                store.save_student(y, d)
+        return jsonify([render_student(d, extended=True) for d in docs])
 
     @app.post("/sandbox/seed")
     def seed():

@@ -582,3 +582,21 @@ def test_a_twin_is_not_the_same_child_but_a_corrected_record_is(adapter):
                                       twin) is None
     assert adapter._identity_conflict({"FirstName": "Sam", "LastName": "Kim", "BirthDate": "2017-01-01"}, twin)
     assert adapter._identity_conflict({"MiddleName": "Jo"}, twin) is None, "nothing to compare"
+
+
+def test_a_failing_roster_page_is_retried(make_adapter, sandbox):
+    sandbox.seed(80, seed=6)
+    sandbox.set_faults(page_error_at=21)
+    [r] = make_adapter(page_size=20).export([record()])
+    assert r.outcome == Outcome.SUCCEEDED
+    statuses = [q["status"] for q in sandbox.requests() if "StartingRecord=21&" in q["query"]]
+    assert 500 in statuses and statuses[-1] == 200
+
+
+def test_a_student_renamed_by_hand_in_aeries_is_still_updated(adapter, sandbox):
+    import httpx
+
+    [first] = adapter.export([rec := record()])
+    httpx.post(sandbox.url + f"/sandbox/students/{first.sis_id}/change", json={"fields": {"LastName": "Married"}})
+    [r] = adapter.export([ExportRecord(rec.record_id, rec.payload, sis_id=first.sis_id)])
+    assert r.outcome == Outcome.SUCCEEDED and r.sis_id == first.sis_id, "first name and birth date agree"

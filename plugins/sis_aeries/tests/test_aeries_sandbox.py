@@ -495,3 +495,21 @@ def test_a_file_database_persists(tmp_path):
         httpx.post(h.url + f"{V5}/schools/990/InsertStudent", json=insert_body(), headers={"AERIES-CERT": h.cert})
     with serve_in_thread(port=0, db=path) as h:
         assert h.count() == 1
+
+
+def test_page_error_at_fails_one_page_once(api, sandbox):
+    sandbox.seed(30, seed=1)
+    sandbox.set_faults(page_error_at=3)
+    params = {"StartingRecord": 3, "EndingRecord": 4}
+    assert api.get(f"{V5}/schools/990/students", params=params).status_code == 500
+    assert api.get(f"{V5}/schools/990/students", params=params).status_code == 200
+
+
+def test_a_student_edited_by_hand(api, sandbox):
+    s = insert(api)
+    r = httpx.post(sandbox.url + f"/sandbox/students/{s['StudentID']}/change",
+                   json={"fields": {"LastName": "Edited", "StudentID": 1}})
+    assert r.status_code == 200 and r.json()[0]["LastName"] == "Edited"
+    assert api.get(f"{V5}/schools/990/students/{s['StudentID']}").json()[0]["LastName"] == "Edited"
+    assert httpx.post(sandbox.url + "/sandbox/students/1/change", json={"fields": {"A": 1}}).status_code == 404
+    assert httpx.post(sandbox.url + "/sandbox/students/1/change", json={}).status_code == 400
