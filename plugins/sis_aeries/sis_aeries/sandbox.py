@@ -42,7 +42,8 @@ kept), ``POST /sandbox/renumber`` (same students, new StudentIDs: a restored bac
 (a student edited by hand in Aeries).
 
 Start it from the command line (``enroll-sync sandbox aeries --port 5003``) or, in
-tests, with ``serve_in_thread(port=0)``.
+tests, with ``serve_in_thread(port=0)``. It answers at ``/api/...`` and, as districts host
+Aeries under a path, at ``/aeries/api/...`` too.
 """
 from __future__ import annotations
 
@@ -795,7 +796,7 @@ def create_app(store: SandboxStore) -> Flask:
             response.headers["Content-Length"] = str(len(data))
         if g.get("generation") == store.generation and not request.path.startswith("/sandbox"):
             store.requests.append({
-                "method": request.method, "path": request.path,
+                "method": request.method, "path": request.path, "mount": request.script_root,
                 "query": request.query_string.decode("latin-1"), "status": response.status_code,
                 "cert": "valid" if request.headers.get("AERIES-CERT") == store.faults["cert"]
                 else ("missing" if not request.headers.get("AERIES-CERT") else "wrong"),
@@ -1320,9 +1321,24 @@ def make_sandbox_server(*, host: str = "127.0.0.1", port: int = 0, db: str = ":m
     if seed_count and store.count() == 0:
         seed_students(store, seed_count, seed=seed or 0)
     app = create_app(store)
-    server = make_server(host, port, app, threaded=True,
+    server = make_server(host, port, _MountedToo(app, "/aeries"), threaded=True,
                          request_handler=QuietRequestHandler if quiet else None)
     return store, server
+
+
+class _MountedToo:
+    """Serve the app at ``/`` and under ``prefix`` too, as districts host Aeries under a path
+    (``https://demo.aeries.net/aeries/api/v5/...``)."""
+
+    def __init__(self, app, prefix: str):
+        self.app, self.prefix = app, prefix
+
+    def __call__(self, environ, start_response):
+        path = environ.get("PATH_INFO", "")
+        if path == self.prefix or path.startswith(self.prefix + "/"):
+            environ = dict(environ, PATH_INFO=path[len(self.prefix):] or "/",
+                           SCRIPT_NAME=environ.get("SCRIPT_NAME", "") + self.prefix)
+        return self.app(environ, start_response)
 
 
 def serve_in_thread(*, port: int = 0, host: str = "127.0.0.1", db: str = ":memory:",

@@ -126,6 +126,11 @@ def test_check_connection_wrong_url_and_tls(make_adapter, sandbox):
     result = make_adapter(server_url=sandbox.url.replace("http://", "https://")).check_connection()
     assert not result.ok and result.message.startswith("TLS error")
     assert make_adapter(server_url=sandbox.url + "/api/v5").check_connection().ok, "the /api suffix is dropped"
+    hosted = make_adapter(server_url=sandbox.url + "/aeries/")
+    assert hosted.check_connection().ok, "Aeries hosted under a path"
+    [r] = hosted.export([record()])
+    assert r.outcome == Outcome.SUCCEEDED
+    assert {q["mount"] for q in sandbox.requests()} == {"", "/aeries"}
 
 
 @pytest.mark.parametrize("kind", ["html", "not_json", "empty", "wrong_shape", "truncated"])
