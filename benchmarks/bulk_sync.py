@@ -50,8 +50,7 @@ from enroll_sync import create_app  # noqa: E402
 from enroll_sync.db import database  # noqa: E402
 from enroll_sync.demo import DEMO_PASSWORD, create_registrations, load_demo  # noqa: E402
 from enroll_sync.migrations import upgrade  # noqa: E402
-from enroll_sync.models import (Mapping, Organization, Registration, School, Student, SyncConnection,  # noqa: E402
-                                SyncItem, SyncJob, utcnow)
+from enroll_sync.models import (Mapping, Organization, Registration, School, SisLink, SyncConnection, SyncItem, SyncJob, utcnow)
 from enroll_sync.testing import LiveServer  # noqa: E402
 
 ENROLL_SYNC = str(Path(sys.executable).with_name("enroll-sync"))
@@ -207,8 +206,8 @@ class Env:
     def forget_sis_ids(self):
         """So the next sync inserts again (for a fair second run against an empty SIS)."""
         with self.app.app_context(), database.connection_context():
-            Registration.update(sis_id=None, sync_status="Not Synced").execute()
-            Student.update(sis_id=None).execute()
+            Registration.update(sync_status="Not Synced").execute()
+            SisLink.delete().execute()
 
     def serve(self):
         self.server = LiveServer(self.app)

@@ -149,13 +149,9 @@ def source_field_keys(organization_id: int) -> frozenset[str]:
     return frozenset(keys)
 
 
-def student_sis_id(reg) -> str | None:
-    """The student's id in the SIS when known (the export is then an update)."""
-    return reg.student.sis_id or reg.sis_id or None
-
-
-def source_values(reg, school=None, student=None) -> dict:
-    """The flat dict a mapping reads: answers plus the system values."""
+def source_values(reg, school=None, student=None, sis_id: str | None = None) -> dict:
+    """The flat dict a mapping reads: answers plus the system values. ``sis_id`` is the
+    student's id in the SIS the mapping writes to (their link on that connection)."""
     school = school or reg.school
     student = student or reg.student
     values = dict(reg.answers or {})
@@ -168,7 +164,7 @@ def source_values(reg, school=None, student=None) -> dict:
         "school.name": school.name,
         "school.school_number": school.school_number,
         "student.schoolmint_id": student.schoolmint_id,
-        "student.sis_id": student.sis_id or "",
+        "student.sis_id": sis_id or "",
     })
     return values
 

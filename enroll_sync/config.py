@@ -37,6 +37,8 @@ SETTINGS = {
     "JOB_STALE_SECONDS": ("60", "After this long without a heartbeat a task's records are taken back."),
     "JOB_RECOVERY_SECONDS": ("15", "How often workers look for dead tasks."),
     "JOB_POLL_SECONDS": ("0.5", "Wait between tries while another job holds a registration."),
+    "JOB_RETRY_ATTEMPTS": ("3", "Times a record the SIS asks to try again later is sent again before it is Failed."),
+    "JOB_RETRY_BACKOFF_SECONDS": ("0.5", "First wait before sending such a record again (doubling each time)."),
     "DRY_RUN_MAX": ("20000", "The most registrations one Dry run checks (about 2 s)."),
     "DRY_RUN_SECONDS": ("20", "Time budget of one Dry run in seconds."),
 }
@@ -82,6 +84,7 @@ def load_config(overrides: dict | None = None, environ=None) -> dict:
 #: settings that are numbers (> 0), and their type
 NUMBERS = {"JOB_TASKS": int, "JOB_BATCHES_PER_EXPORT": int, "JOB_HEARTBEAT_SECONDS": float,
            "JOB_STALE_SECONDS": float, "JOB_RECOVERY_SECONDS": float, "JOB_POLL_SECONDS": float,
+           "JOB_RETRY_ATTEMPTS": int, "JOB_RETRY_BACKOFF_SECONDS": float,
            "DRY_RUN_MAX": int, "DRY_RUN_SECONDS": float}
 
 
@@ -110,6 +113,8 @@ class JobSettings:
     recovery: float = 15.0       # JOB_RECOVERY_SECONDS
     poll: float = 0.5            # JOB_POLL_SECONDS
     batches_per_export: int = 5  # JOB_BATCHES_PER_EXPORT
+    retry_attempts: int = 3      # JOB_RETRY_ATTEMPTS
+    retry_backoff: float = 0.5   # JOB_RETRY_BACKOFF_SECONDS
 
 
 def job_settings(app) -> JobSettings:
@@ -122,7 +127,9 @@ def job_settings(app) -> JobSettings:
                        stale=stale, tasks=_number("JOB_TASKS", c.get("JOB_TASKS"), int),
                        recovery=_number("JOB_RECOVERY_SECONDS", c.get("JOB_RECOVERY_SECONDS"), float),
                        poll=_number("JOB_POLL_SECONDS", c.get("JOB_POLL_SECONDS"), float),
-                       batches_per_export=_number("JOB_BATCHES_PER_EXPORT", c.get("JOB_BATCHES_PER_EXPORT"), int))
+                       batches_per_export=_number("JOB_BATCHES_PER_EXPORT", c.get("JOB_BATCHES_PER_EXPORT"), int),
+                       retry_attempts=_number("JOB_RETRY_ATTEMPTS", c.get("JOB_RETRY_ATTEMPTS"), int),
+                       retry_backoff=_number("JOB_RETRY_BACKOFF_SECONDS", c.get("JOB_RETRY_BACKOFF_SECONDS"), float))
 
 
 def dry_run_limits(app) -> tuple[int, float]:

@@ -2,7 +2,7 @@
 
 The header row names columns: the registration's own columns (``form_id``,
 ``schoolmint_id``, ``school_number``, ``grade``, ``school_year``, ``status``, and
-optionally ``sis_id``) and any field keys of the organization's form. Every row is
+optionally ``sis_id``: the student's id in the SIS the school's connection points at) and any field keys of the organization's form. Every row is
 checked against the field catalog; each bad row is reported with its line and
 reason, and rows are imported only when the whole file is good, in one transaction:
 a bad file leaves nothing half-written.
@@ -16,7 +16,9 @@ import re
 from dataclasses import dataclass, field
 
 from .db import database
-from .models import REGISTRATION_STATUSES, FormField, Registration, School, Student, utcnow
+from .models import (APPROVED, LINK_IMPORTED, LINK_UNKNOWN, REGISTRATION_STATUSES, FormField, Registration, School,
+                     SisLink, Student, utcnow)
+from .sync.links import link_scope
 
 REQUIRED_COLUMNS = ("form_id", "schoolmint_id", "school_number", "grade", "school_year", "status")
 OPTIONAL_COLUMNS = ("sis_id",)
@@ -164,13 +166,17 @@ def import_registrations(org, text: str) -> ImportReport:
             first = answers.get("student_legal_first_name", "")
             last = answers.get("student_legal_last_name", "")
             if student is None:
-                student = Student.create(organization=org, schoolmint_id=sm, sis_id=values.get("sis_id") or None,
-                                         first_name=first, last_name=last)
+                student = Student.create(organization=org, schoolmint_id=sm, first_name=first, last_name=last)
                 existing_students[sm] = student
+            if values.get("sis_id"):
+                # the id in the SIS the school syncs to; with no connection yet, kept as "connection unknown"
+                SisLink.insert(organization=org, student=student, connection=link_scope(school.sync_connection),
+                               sis_id=values["sis_id"],
+                               how=LINK_IMPORTED if school.sync_connection_id else LINK_UNKNOWN,
+                               linked_at=now).on_conflict_ignore().execute()
             Registration.create(organization=org, form_id=form_id, student=student, school=school,
                                 grade=values["grade"], school_year=values["school_year"], status=values["status"],
                                 answers=answers, student_name=f"{last}, {first}", submitted_at=now,
-                                approved_at=now if values["status"] == "Approved" else None,
-                                sis_id=student.sis_id)
+                                approved_at=now if values["status"] == APPROVED else None)
             report.imported += 1
     return report

@@ -129,6 +129,10 @@ class SyncConnection(BaseModel):
     fields_cached_at = DateTimeField(null=True)
     created_at = DateTimeField(default=utcnow)
     updated_at = DateTimeField(default=utcnow)
+    #: the admin says this connection points at the same SIS as ``shares_links_with``
+    #: (a Sandbox and Production pair never do by default): it then reads and writes that
+    #: connection's SIS links (``sync.links``)
+    shares_links_with = ForeignKeyField("self", null=True, on_delete="SET NULL", backref="link_sharers")
 
 
 class School(BaseModel):
@@ -162,14 +166,15 @@ class FormField(BaseModel):
 
 
 class Student(BaseModel):
+    """A student of the district. Their ids in SISs are ``SisLink`` rows, one per connection."""
+
     organization = ForeignKeyField(Organization, backref="students", on_delete="CASCADE")
     schoolmint_id = CharField()
-    sis_id = CharField(null=True)
     first_name = CharField(default="")
     last_name = CharField(default="")
 
     class Meta:
-        indexes = ((("organization", "schoolmint_id"), True), (("organization", "sis_id"), False))
+        indexes = ((("organization", "schoolmint_id"), True),)
 
 
 class Registration(BaseModel):
@@ -186,13 +191,47 @@ class Registration(BaseModel):
     approved_at = DateTimeField(null=True)
     sync_status = CharField(default=SYNC_NOT_SYNCED, index=True)
     last_synced_at = DateTimeField(null=True)
-    sis_id = CharField(null=True)
     #: per-record in-flight marker: the job item currently exporting this record
     sync_lock = CharField(null=True)
     sync_lock_at = DateTimeField(null=True)
 
     class Meta:
         indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False))
+
+
+# --------------------------------------------------------------------------- SIS identity
+
+#: how a student came to be linked to a SIS record
+LINK_INSERTED = "inserted"     # a sync created the SIS record
+LINK_MATCHED = "matched"       # match-before-insert found the SIS record
+LINK_RELINKED = "relinked"     # the linked record was gone; matched or inserted again
+LINK_MANUAL = "set by hand"    # an admin set it
+LINK_IMPORTED = "imported"     # a CSV import or an import from the SIS
+LINK_MIGRATED = "migrated"     # kept from before per-connection links (connection known)
+LINK_UNKNOWN = "connection unknown"  # kept from before per-connection links; not used for syncs
+
+
+class SisLink(BaseModel):
+    """A student's id in the SIS behind one connection (``sync.links``).
+
+    ``connection`` is the connection whose SIS holds the record (for connections that
+    share links, the one they share with). A link without a connection was kept from
+    before links existed, when it could not be told which SIS the id came from: it is
+    shown to admins but never used to send an update.
+    """
+
+    organization = ForeignKeyField(Organization, backref="sis_links", on_delete="CASCADE")
+    student = ForeignKeyField(Student, backref="sis_links", on_delete="CASCADE")
+    connection = ForeignKeyField(SyncConnection, null=True, backref="sis_links", on_delete="CASCADE")
+    sis_id = CharField()
+    how = CharField()
+    linked_at = DateTimeField(default=utcnow)
+    linked_by = ForeignKeyField(User, null=True, on_delete="SET NULL")
+    #: the sync record that made the link (None: set by hand, imported or migrated)
+    sync_item_id = IntegerField(null=True)
+
+    class Meta:
+        indexes = ((("student", "connection"), True), (("connection", "sis_id"), False))
 
 
 # --------------------------------------------------------------------------- mapping
@@ -305,4 +344,4 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
-              Registration, Mapping, MappingVersion, SyncJob, SyncItem, AuditLog]
+              Registration, SisLink, Mapping, MappingVersion, SyncJob, SyncItem, AuditLog]

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 
+from enroll_sync.sync.links import sis_id_for
 from enroll_sync.db import database
 from enroll_sync.models import Registration, School, SyncItem, SyncJob
 from enroll_sync.sync import jobs, runner
@@ -97,7 +98,8 @@ def test_cancel_mid_run_stops_sending_and_every_record_ends_true(app, sandbox):
             (SyncItem.job == job.id) & (SyncItem.status == "Succeeded"))}
         by_reg = {r.id: r for r in Registration.select().where(Registration.id.in_(
             [i.registration_id for i in SyncItem.select().where(SyncItem.job == job.id)]))}
-        assert all(by_reg[r].sync_status == "Succeeded" and by_reg[r].sis_id for r in succeeded)
+        assert all(by_reg[r].sync_status == "Succeeded" and sis_id_for(by_reg[r].student_id, by_reg[r].school.sync_connection)
+                   for r in succeeded)
         assert {r.sync_status for rid, r in by_reg.items() if rid not in succeeded} == {"Not Synced"}
         assert all(r.sync_lock is None for r in by_reg.values())
         form_ids = {str(by_reg[r].form_id) for r in succeeded}

@@ -13,8 +13,10 @@ from collections import Counter
 
 import pytest
 
+from enroll_sync.sync.links import sis_id_for
+from enroll_sync.models import SisLink
 from enroll_sync.db import database
-from enroll_sync.models import AuditLog, Organization, Registration, School, Student, SyncItem, SyncJob
+from enroll_sync.models import AuditLog, Organization, Registration, School, SyncItem, SyncJob
 from enroll_sync.sync import jobs, runner
 from enroll_sync.sync.dry_run import dry_run
 from enroll_sync.sync.selection import RegistrationFilter, Selection
@@ -53,7 +55,7 @@ def mix(app, sandbox):
         updates, failing, warned = regs[:3], regs[3:5], regs[5]
         first = jobs.create_job(app, Organization.get().id, None, Selection(ids=tuple(r.id for r in updates)))
         runner.run_job(app, first.id)
-        assert all(Registration.get_by_id(r.id).student.sis_id for r in updates)
+        assert all(sis_id_for(r.student_id, r.school.sync_connection) for r in updates)
         Registration.update(grade="PK").where(Registration.id.in_([r.id for r in failing])).execute()
         Registration.update(answers=dict(warned.answers, gender="Non-binary")).where(
             Registration.id == warned.id).execute()
@@ -74,10 +76,10 @@ def snapshot(app):
             "jobs": SyncJob.select().count(), "items": SyncItem.select().count(),
             "audit": AuditLog.select().count(),
             "registrations": list(Registration.select(
-                Registration.id, Registration.status, Registration.sync_status, Registration.sis_id,
+                Registration.id, Registration.status, Registration.sync_status,
                 Registration.sync_lock, Registration.sync_lock_at, Registration.last_synced_at)
                 .order_by(Registration.id).tuples()),
-            "students": list(Student.select(Student.id, Student.sis_id).order_by(Student.id).tuples()),
+            "links": list(SisLink.select(SisLink.student, SisLink.connection, SisLink.sis_id).order_by(SisLink.id).tuples()),
         }
 
 

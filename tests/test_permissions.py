@@ -11,7 +11,7 @@ import pytest
 from enroll_sync import security
 from enroll_sync.db import database
 from enroll_sync.sync.mappings.versions import save_rows
-from enroll_sync.models import Registration, School, SyncConnection, SyncJob, User
+from enroll_sync.models import Registration, School, SisLink, SyncConnection, SyncJob, User
 
 ROLES = list(security.ROLES)
 PUBLIC = {"static", "auth.login"}
@@ -26,9 +26,13 @@ def sample_args(app):
         job = SyncJob.create(organization=conn.organization, kind="bulk")
         mapping, _ = save_rows(conn, "export_student", None, [
             {"to": "name.first_name", "type": "direct", "from": "student_legal_first_name"}], None)
+        reg = Registration.select().order_by(Registration.form_id).first()
+        link = SisLink.create(organization=conn.organization, student=reg.student_id, connection=conn,
+                              sis_id="5000", how="set by hand")
         return {
             "school_id": School.select().first().id,
-            "form_id": Registration.select().first().form_id,
+            "form_id": reg.form_id,
+            "link_id": link.id,
             "registration_id": Registration.select().first().id,
             "connection_id": conn.id,
             "user_id": User.get(User.role == "Viewer").id,

@@ -4,6 +4,7 @@ from __future__ import annotations
 import re
 from collections import Counter
 
+from enroll_sync.models import SisLink, SyncConnection
 from enroll_sync.catalog import CATALOG
 from enroll_sync.db import database
 from enroll_sync.demo import load_demo
@@ -15,8 +16,10 @@ from enroll_sync.models import (REGISTRATION_STATUSES, FormField, Organization, 
 def test_registration_page_shows_ids_ready_to_copy_and_answers_by_section(app, live, login):
     with app.app_context(), database.connection_context():
         reg = Registration.select().order_by(Registration.form_id).first()
-        reg.student.sis_id = "SIS-4242"
-        reg.student.save()
+        conn = SyncConnection.select().where(SyncConnection.organization == reg.organization).first()
+        School.update(sync_connection=conn).where(School.id == reg.school_id).execute()
+        SisLink.create(organization=reg.organization, student=reg.student, connection=conn, sis_id="SIS-4242",
+                       how="set by hand")
         form_id, sm_id = reg.form_id, reg.student.schoolmint_id
         first = reg.answers["student_legal_first_name"].strip()
     page = login("Registrar").get(f"/registrations/{form_id}")

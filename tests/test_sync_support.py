@@ -9,6 +9,7 @@ import uuid
 
 import pytest
 
+from enroll_sync.sync.links import sis_id_for
 from enroll_sync.sync.connections import drop_adapter, target_sections
 from enroll_sync.db import database
 from enroll_sync.sync.mappings.versions import save_rows
@@ -88,11 +89,14 @@ def job_done(app, job_id):
 
 
 def statuses(app, job_id):
-    """registration id -> (item status, registration sync status, registration sis id)."""
+    """registration id -> (item status, registration sync status, the student's SIS id on the item's
+    connection)."""
     with app.app_context(), database.connection_context():
-        rows = (SyncItem.select(SyncItem.registration, SyncItem.status, Registration.sync_status, Registration.sis_id)
+        rows = (SyncItem.select(SyncItem.registration, SyncItem.status, Registration.sync_status,
+                                Registration.student, SyncItem.connection)
                 .join(Registration).where(SyncItem.job == job_id).tuples())
-        return {r: (s, rs, sis) for r, s, rs, sis in rows}
+        return {r: (s, rs, sis_id_for(student, SyncConnection.get_or_none(SyncConnection.id == conn)))
+                for r, s, rs, student, conn in rows}
 
 
 def local_ids(dump):

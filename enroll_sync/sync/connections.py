@@ -125,18 +125,50 @@ def _validated(cls, name: str, environment: str, submitted: dict, stored_secrets
     return settings, secrets
 
 
+def link_partners(org_id: int, adapter: str, conn: SyncConnection | None = None) -> list[SyncConnection]:
+    """The connections ``conn`` may say it shares SIS links with: same district and SIS
+    type, not itself, and not themselves sharing another's links."""
+    q = SyncConnection.select().where((SyncConnection.organization == org_id) & (SyncConnection.adapter == adapter)
+                                      & SyncConnection.shares_links_with.is_null())
+    if conn is not None:
+        q = q.where(SyncConnection.id != conn.id)
+    return list(q.order_by(SyncConnection.name))
+
+
+def _partner(org_id: int, adapter: str, conn: SyncConnection | None, raw) -> int | None:
+    """The checked ``shares_links_with`` choice (None: its own links)."""
+    if raw in (None, "", "0"):
+        return None
+    allowed = {c.id: c for c in link_partners(org_id, adapter, conn)}
+    try:
+        chosen = int(raw)
+    except (TypeError, ValueError):
+        chosen = None
+    if chosen not in allowed:
+        raise SettingsError({"shares_links_with": "Choose a connection of the same SIS type listed here, or "
+                                                  "“Its own SIS”."})
+    if conn is not None and SyncConnection.select().where(SyncConnection.shares_links_with == conn.id).exists():
+        raise SettingsError({"shares_links_with": f"Other connections share {conn.name}'s SIS links, so it "
+                                                  f"cannot share another's. Change those first."})
+    return chosen
+
+
 def create_connection(org, adapter: str, name: str, environment: str, submitted: dict, plugin_manager=None,
-                      app=None) -> SyncConnection:
+                      app=None, shares_links_with=None) -> SyncConnection:
     """Validate and store a new connection (secrets sealed)."""
     settings, secrets = _validated(adapter_class(adapter, app), name, environment, submitted, {})
+    partner = _partner(getattr(org, "id", org), adapter, None, shares_links_with)
     return SyncConnection.create(organization=org, adapter=adapter, name=name.strip(), environment=environment,
-                                 settings=settings, secrets=secret_box(app).seal(secrets))
+                                 settings=settings, secrets=secret_box(app).seal(secrets),
+                                 shares_links_with=partner)
 
 
-def update_connection(conn: SyncConnection, name: str, environment: str, submitted: dict, app=None) -> SyncConnection:
+def update_connection(conn: SyncConnection, name: str, environment: str, submitted: dict, app=None,
+                      shares_links_with=None) -> SyncConnection:
     box = secret_box(app)
     settings, secrets = _validated(adapter_class(conn.adapter, app), name, environment, submitted,
                                    box.open(conn.secrets))
+    conn.shares_links_with = _partner(conn.organization_id, conn.adapter, conn, shares_links_with)
     conn.name, conn.environment, conn.settings = name.strip(), environment, settings
     conn.secrets = box.seal(secrets)
     conn.updated_at = utcnow()

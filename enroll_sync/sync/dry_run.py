@@ -7,9 +7,10 @@ as ``JobRunner.process`` does — the same ``check_connections`` / ``ConnectionC
 and the same ``export_rule.map_for_export`` (insert or update by the known SIS id) —
 and counts:
 
-- **would create**: no SIS id is known for the student (an adapter that matches
-  existing students before inserting may turn some of these into updates),
-- **would update**: the SIS id is known,
+- **would create**: the student has no SIS link on the connection the record goes to
+  (an adapter that matches existing students before inserting may turn some of these
+  into updates),
+- **would update**: the student is linked on that connection,
 - **would fail**: the mapping has an error (the record would be Failed, never sent),
   with the first ``SHOWN_FAILURES`` listed,
 - **warnings**: records that would be sent with mapping warnings,
@@ -32,6 +33,7 @@ from dataclasses import dataclass, field
 from ..config import dry_run_limits
 from ..models import APPROVED, Organization, Registration, School
 from .export_rule import ExportContexts, map_for_export
+from .links import link_scope, sis_ids_for
 from .mappings import ConnectionCheck, check_connections
 from .plan import SyncPlan, plan_sync
 from .runner import load_registrations, mapping_crash_reason, mapping_failure_reason
@@ -132,6 +134,8 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
             break
         last = ids[-1]
         regs = load_registrations(ids)
+        linked = {cid: sis_ids_for([r.student_id for r in regs.values() if r.school.sync_connection_id == cid],
+                                   link_scope(c.connection)) for cid, c in ok.items()}
         for rid in ids:
             reg = regs.get(rid)
             if reg is None or reg.status != APPROVED:
@@ -140,7 +144,7 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
             if check is None:
                 continue
             result.checked += 1
-            _map_one(result, check, reg, contexts, kinds)
+            _map_one(result, check, reg, contexts, kinds, linked[check.connection.id].get(reg.student_id))
 
     if result.failures:
         names = dict(Registration.select(Registration.id, Registration.student_name).where(
@@ -152,10 +156,12 @@ def dry_run(app, org_id: int, selection: Selection, *, limit: int | None = None,
     return result
 
 
-def _map_one(result: DryRun, check: ConnectionCheck, reg, contexts: ExportContexts, kinds) -> None:
-    """One record, mapped by the job's own rule (``export_rule.map_for_export``)."""
+def _map_one(result: DryRun, check: ConnectionCheck, reg, contexts: ExportContexts, kinds,
+             sis_id: str | None) -> None:
+    """One record, mapped by the job's own rule (``export_rule.map_for_export``) for the
+    student's link on the connection it goes to."""
     try:
-        sis_id, mapped = map_for_export(check.compiled, reg, contexts)
+        mapped = map_for_export(check.compiled, reg, contexts, sis_id)
     except Exception as exc:  # the job fails such a record; so does its dry run
         log.exception("dry run: mapping registration %s failed", reg.id)
         _fail(result, reg, mapping_crash_reason(exc))

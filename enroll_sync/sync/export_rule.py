@@ -1,8 +1,8 @@
 """How one registration is mapped for export: the rule Send Record, a sync job and its
 Dry run share, so the three can never disagree.
 
-The sync is an *update* when the student's SIS id is known (``student_sis_id``) and an
-*insert* otherwise; required SIS fields count only on insert. ``ExportContexts`` holds
+The sync is an *update* when the student has a SIS link on the target connection
+(``links.sis_id_for``) and an *insert* otherwise; required SIS fields count only on insert. ``ExportContexts`` holds
 the two mapping contexts for a day, built once per job (or per request).
 """
 from __future__ import annotations
@@ -11,7 +11,7 @@ import datetime as dt
 from dataclasses import dataclass
 
 from ..adapters import Outcome
-from ..catalog import source_values, student_sis_id
+from ..catalog import source_values
 from ..mapping.context import MappingContext
 from ..mapping.engine import CompiledMapping, MappingResult
 from ..models import SYNC_FAILED, SYNC_PARTIAL, SYNC_SUCCEEDED
@@ -36,9 +36,10 @@ class ExportContexts:
         return cls(MappingContext(today=today, insert=True), MappingContext(today=today, insert=False))
 
 
-def map_for_export(compiled: CompiledMapping, reg, contexts: ExportContexts) -> tuple[str | None, MappingResult]:
-    """(the SIS id when the export is an update, else None; the mapping's result).
+def map_for_export(compiled: CompiledMapping, reg, contexts: ExportContexts, sis_id: str | None
+                   ) -> MappingResult:
+    """The mapping's result for ``reg`` going to a SIS where the student is ``sis_id``
+    (their link on the target connection: an update) or unknown (None: an insert).
     ``reg`` is a Registration or a row with ``school`` and ``student`` the same way."""
-    sis_id = student_sis_id(reg)
     ctx = contexts.update if sis_id else contexts.insert
-    return sis_id, compiled(source_values(reg, reg.school, reg.student), ctx)
+    return compiled(source_values(reg, reg.school, reg.student, sis_id), ctx)

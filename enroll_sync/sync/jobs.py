@@ -16,7 +16,7 @@ from peewee import Value, fn
 from ..db import execute, is_sqlite, retrying, table, write_tx
 from ..models import (APPROVED, CANCELLABLE_JOB_STATUSES, JOB_CANCELLED, JOB_HELD, JOB_QUEUED, SKIPPED,
                       SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_NOT_SYNCED, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED,
-                      Organization, Registration, School, Student, SyncItem, SyncJob, utcnow)
+                      Organization, Registration, School, SisLink, SyncConnection, SyncItem, SyncJob, utcnow)
 from .mappings import ConnectionCheck, check_connections
 from .selection import Selection
 
@@ -115,18 +115,17 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
 # --------------------------------------------------------------------------- holding a large update
 
 
-def _has_value(column):
-    return column.is_null(False) & (column != "")
-
-
 def count_would_update(job_id: int) -> int:
     """How many of the job's registrations the sync would send as an update: those whose
-    student already has an SIS id (``student_sis_id``, the rule ``export_rule.map_for_export``
-    uses), counted in one query."""
+    student has a SIS link on the connection the record goes to (the rule
+    ``export_rule.map_for_export`` uses), counted in one query."""
     return (SyncItem.select(fn.COUNT(SyncItem.id))
             .join(Registration, on=(SyncItem.registration == Registration.id))
-            .join(Student, on=(Registration.student == Student.id))
-            .where((SyncItem.job == job_id) & (_has_value(Student.sis_id) | _has_value(Registration.sis_id)))
+            .join(SyncConnection, on=(SyncItem.connection == SyncConnection.id))
+            .join(SisLink, on=((SisLink.student == Registration.student)
+                               & (SisLink.connection == fn.COALESCE(SyncConnection.shares_links_with,
+                                                                    SyncConnection.id))))
+            .where(SyncItem.job == job_id)
             .scalar()) or 0
 
 

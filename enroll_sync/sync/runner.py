@@ -32,16 +32,17 @@ from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
 
-from ..adapters import AdapterError, ExportRecord, ExportResult
+from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
 from ..catalog import source_field_keys
 from ..config import JobSettings, job_settings
 from ..db import database, executemany, is_sqlite, retrying, table, write_tx
-from ..models import (ACTIVE_JOB_STATUSES, APPROVED, JOB_QUEUED, JOB_RUNNING, SKIPPED, SYNC_FAILED,
-                      SYNC_IN_PROGRESS, SYNC_PARTIAL, SYNC_PENDING, SYNC_SUCCEEDED, Organization, Registration,
-                      School, Student, SyncConnection, SyncItem, SyncJob, utcnow)
+from ..models import (ACTIVE_JOB_STATUSES, APPROVED, JOB_QUEUED, JOB_RUNNING, SKIPPED, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL, SYNC_PENDING,
+                      SYNC_SUCCEEDED, Organization, Registration, School, Student, SyncConnection, SyncItem,
+                      SyncJob, utcnow)
 from ..redaction import dumps_scrubbed, scrub_text
 from .export_rule import ExportContexts, map_for_export, status_for
 from .jobs import PENDING_INLINE_MAX, mark_pending_in_chunks
+from .links import LinkChange, forget_gone, how_linked, link_scope, record_links, sis_ids_for
 from .mappings import ConnectionCheck, check_connection, mapping_stamp
 from .plan import NO_MODULE
 from .progress import counts_for, finish_if_done, settled_status
@@ -67,6 +68,20 @@ class _Outcome:
     errors: list | None = None
     student_id: int | None = None
     mapping_version: int | None = None  # the mapping version it was mapped with (None: not mapped)
+    link_how: str | None = None   # how the student's SIS link on the connection came about
+    stale_sis_id: str | None = None  # the linked id the SIS said it no longer has
+
+
+@dataclass
+class _Send:
+    """A record on its way to the SIS, and what happened to it so far."""
+
+    item_id: int
+    reg: Any
+    record: ExportRecord
+    warnings: list
+    relinked_from: str | None = None  # the linked id the SIS no longer had (sent again as an insert)
+    busy: int = 0                     # times the SIS asked to try again
 
 
 @dataclass
@@ -121,6 +136,10 @@ class _Heartbeat(threading.Thread):
 
 def mapping_failure_reason(result) -> str:
     return "Not sent: " + "; ".join(p.message for p in result.errors)
+
+
+def gone_reason(sis_id: str | None) -> str:
+    return f"The SIS no longer had student {sis_id};"
 
 
 def mapping_crash_reason(exc: BaseException) -> str:
@@ -224,10 +243,11 @@ class JobRunner:
         regs = load_registrations([r for _, r in mine])
         outcomes: list[_Outcome] = []
         reroute: list[tuple[int, int, int]] = []
-        to_send: list[tuple[int, Any, ExportRecord, list]] = []
+        to_send: list[_Send] = []
         conn = self.connection(conn_id) if conn_id else None
         check = None
         mapped: set[int] = set()
+        linked = sis_ids_for([reg.student_id for reg in regs.values()], link_scope(conn)) if conn else {}
         for item_id, reg_id in mine:
             reg = regs.get(reg_id)
             if reg is None:
@@ -255,34 +275,70 @@ class JobRunner:
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, check.problem))
                 continue
             mapped.add(item_id)
-            try:
-                sis_id, result = map_for_export(check.compiled, reg, self.contexts)
-            except Exception as exc:  # a bug must fail this record, not stall the job on it forever
-                log.exception("mapping registration %s failed", reg_id)
-                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, mapping_crash_reason(exc)))
-                continue
-            if not result.ok:
-                errors = [p.to_dict() for p in result.problems]
-                outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, mapping_failure_reason(result), errors=errors))
-                continue
-            warnings = [p.to_dict() for p in result.problems]  # warnings only: the record is sent
-            to_send.append((item_id, reg, ExportRecord(str(reg.id), result.payload, sis_id), warnings))
+            sis_id = linked.get(reg.student_id)
+            send = self.map(check, reg, item_id, sis_id)
+            if isinstance(send, _Outcome):
+                outcomes.append(send)
+            else:
+                to_send.append(send)
         if to_send:
-            outcomes.extend(self.export(conn, to_send))
-        if mapped and check is not None and check.version:
+            outcomes.extend(self.export(conn, check, to_send))
+        if mapped and check is not None:
             for o in outcomes:
                 if o.item_id in mapped:
-                    o.mapping_version = check.version[1]
+                    o.mapping_version = check.mapping_version
         self.record(conn, outcomes, reroute)
         self.stats.batches += 1
 
-    def export(self, conn: SyncConnection, to_send) -> list[_Outcome]:
-        from .connections import open_adapter, secret_values
-        records = [rec for _, _, rec, _ in to_send]
+    def map(self, check: ConnectionCheck, reg, item_id: int, sis_id: str | None,
+            relinked_from: str | None = None) -> "_Send | _Outcome":
+        """The record to send for ``reg`` (an update of ``sis_id``, or an insert), or the
+        Failed outcome when its mapping has an error."""
         try:
-            secrets = secret_values(conn, self.app)
-        except Exception:
-            secrets = []
+            result = map_for_export(check.compiled, reg, self.contexts, sis_id)
+        except Exception as exc:  # a bug must fail this record, not stall the job on it forever
+            log.exception("mapping registration %s failed", reg.id)
+            return _Outcome(item_id, reg.id, SYNC_FAILED, mapping_crash_reason(exc), stale_sis_id=relinked_from)
+        if not result.ok:
+            errors = [p.to_dict() for p in result.problems]
+            reason = mapping_failure_reason(result)
+            if relinked_from:
+                reason = f"{gone_reason(relinked_from)} {reason}"
+            return _Outcome(item_id, reg.id, SYNC_FAILED, reason, errors=errors, stale_sis_id=relinked_from)
+        warnings = [p.to_dict() for p in result.problems]  # warnings only: the record is sent
+        return _Send(item_id, reg, ExportRecord(str(reg.id), result.payload, sis_id), warnings, relinked_from)
+
+    def export(self, conn: SyncConnection, check: ConnectionCheck, to_send: list[_Send]) -> list[_Outcome]:
+        """Send the batch; a record whose linked SIS record is gone is mapped again as an
+        insert and sent once more (match-before-insert relinks it); a record the SIS asks
+        to try again is sent again after a bounded backoff."""
+        from .connections import safe_secret_values
+        secrets = safe_secret_values(conn, self.app)
+        out: list[_Outcome] = []
+        pending = to_send
+        while pending:
+            results, failure = self._send(conn, [s.record for s in pending], secrets)
+            again: list[_Send] = []
+            for s in pending:
+                r = results.get(s.record.record_id)
+                if r is not None and r.outcome == Outcome.NOT_FOUND and s.record.sis_id and not s.relinked_from:
+                    resend = self.map(check, s.reg, s.item_id, None, relinked_from=s.record.sis_id)
+                    (again if isinstance(resend, _Send) else out).append(resend)
+                elif r is not None and r.outcome == Outcome.RETRY and s.busy < self.cfg.retry_attempts:
+                    s.busy += 1
+                    again.append(s)
+                else:
+                    out.append(self.outcome(s, r, failure, secrets))
+            if any(s.busy for s in again):
+                busy = max(s.busy for s in again)
+                if self.stop.wait(min(self.cfg.retry_backoff * (2 ** (busy - 1)), 30.0)):
+                    pass  # stopping: send what is left once more, then record the truth
+            pending = again
+        return out
+
+    def _send(self, conn: SyncConnection, records: list[ExportRecord], secrets) -> tuple[dict, str | None]:
+        """(record id -> ExportResult, why the whole batch failed or None)."""
+        from .connections import open_adapter
         results: dict[str, ExportResult] = {}
         failure = None
         try:
@@ -297,33 +353,45 @@ class JobRunner:
             failure = (f"The {conn.adapter} adapter failed unexpectedly ({type(exc).__name__}); nothing is "
                        f"known to have reached the SIS. Details are in the worker log.")
         self.stats.exported += len(records)
-        out = []
-        for item_id, reg, rec, warnings in to_send:
-            r = results.get(rec.record_id)
-            if r is None:
-                reason = failure or ("The adapter gave no answer for this record, so it may or may not have "
-                                     "reached the SIS. Syncing it again is safe.")
-                out.append(_Outcome(item_id, reg.id, SYNC_FAILED, reason, sent=None,
-                                    errors=(warnings or []) + [{"field": None, "code": "NO_RESULT",
-                                                                "message": reason, "severity": "error"}],
-                                    student_id=reg.student_id))
-                continue
-            status = status_for(r.outcome)
-            errors = [{"field": e.field, "code": e.code, "message": scrub_text(e.message, secrets),
-                       "severity": "error"} for e in (r.errors or [])]
-            reason = scrub_text(r.message, secrets) or (
-                "; ".join(e["message"] for e in errors) if errors else None)
-            out.append(_Outcome(item_id, reg.id, status, reason, action=r.action,
-                                sis_id=str(r.sis_id) if r.sis_id not in (None, "") else None,
-                                sent=dumps_scrubbed(r.sent, secrets), response=dumps_scrubbed(r.response, secrets),
-                                errors=((warnings or []) + errors) or None, student_id=reg.student_id))
-        return out
+        return results, failure
+
+    def outcome(self, s: _Send, r: ExportResult | None, failure: str | None, secrets) -> _Outcome:
+        """What one record's answer means for its Sync Status, reason and SIS link."""
+        reg = s.reg
+        if r is None:
+            reason = failure or ("The adapter gave no answer for this record, so it may or may not have "
+                                 "reached the SIS. Syncing it again is safe.")
+            return _Outcome(s.item_id, reg.id, SYNC_FAILED, reason, sent=None,
+                            errors=(s.warnings or []) + [{"field": None, "code": "NO_RESULT",
+                                                          "message": reason, "severity": "error"}],
+                            student_id=reg.student_id)
+        status = status_for(r.outcome)
+        errors = [{"field": e.field, "code": e.code, "message": scrub_text(e.message, secrets),
+                   "severity": "error"} for e in (r.errors or [])]
+        reason = scrub_text(r.message, secrets) or ("; ".join(e["message"] for e in errors) if errors else None)
+        sis_id = str(r.sis_id) if r.sis_id not in (None, "") else None
+        how = how_linked(r, s.record.sis_id, s.relinked_from) if r.ok and sis_id else None
+        if r.outcome == Outcome.RETRY:
+            reason = (f"The SIS asked to try again later {s.busy + 1} times, so the record was not sent"
+                      f"{': ' + reason if reason else '.'} Retry failed sends it again.")
+        elif r.outcome == Outcome.NOT_FOUND:
+            reason = (f"{gone_reason(s.relinked_from or s.record.sis_id)} It could not be matched or inserted"
+                      f"{': ' + reason if reason else '.'}")
+        elif how and s.relinked_from:
+            found = f"matched by {r.matched_by} and relinked to" if r.matched_by else "inserted it again as"
+            reason = f"{gone_reason(s.relinked_from)} {found} {sis_id}." + (f" {reason}" if reason else "")
+        return _Outcome(s.item_id, reg.id, status, reason, action=r.action, sis_id=sis_id,
+                        sent=dumps_scrubbed(r.sent, secrets), response=dumps_scrubbed(r.response, secrets),
+                        errors=((s.warnings or []) + errors) or None, student_id=reg.student_id, link_how=how,
+                        stale_sis_id=s.relinked_from or (s.record.sis_id if r.outcome == Outcome.NOT_FOUND
+                                                          else None))
 
     # -- 4. record
     def record(self, conn, outcomes: list[_Outcome], reroute: list[tuple[int, int, int]]) -> None:
         now = utcnow()
-        I, R, S = table(SyncItem), table(Registration), table(Student)
-        item_rows, reg_rows, student_rows, skipped = [], [], [], []
+        I, R = table(SyncItem), table(Registration)
+        scope = link_scope(conn)
+        item_rows, reg_rows, link_changes, stale, skipped = [], [], [], [], []
         for o in outcomes:
             item_rows.append((o.status, o.reason, o.action, o.sis_id, o.sent, o.response,
                               _dumps(o.errors), o.mapping_version, now, o.item_id, SYNC_IN_PROGRESS))
@@ -331,14 +399,14 @@ class JobRunner:
                 skipped.append(o)
                 continue
             reached = o.status in (SYNC_SUCCEEDED, SYNC_PARTIAL)
-            sis_id = o.sis_id if reached else None
-            reg_rows.append((o.status, now if reached else None, sis_id, o.reg_id, str(o.item_id)))
-            if sis_id and o.student_id:
-                student_rows.append((sis_id, o.student_id))
+            reg_rows.append((o.status, now if reached else None, o.reg_id, str(o.item_id)))
+            if o.stale_sis_id and o.student_id and scope:
+                stale.append((o.student_id, o.stale_sis_id))
+            if reached and o.sis_id and o.student_id and scope and o.link_how:
+                link_changes.append(LinkChange(self.org.id, o.student_id, scope, o.sis_id, o.link_how, o.item_id))
 
         # rows in registration order in every transaction, so two never wait on each other in a circle
-        reg_rows.sort(key=lambda row: row[3])
-        student_rows.sort(key=lambda row: row[1])
+        reg_rows.sort(key=lambda row: row[2])
 
         def write():
             with write_tx():
@@ -347,9 +415,10 @@ class JobRunner:
                     f'"errors"=?, "mapping_version"=?, "finished_at"=? WHERE "id"=? AND "status"=?', item_rows)
                 executemany(
                     f'UPDATE {R} SET "sync_status"=?, "last_synced_at"=COALESCE(?, "last_synced_at"), '
-                    f'"sis_id"=COALESCE(?, "sis_id"), "sync_lock"=NULL, "sync_lock_at"=NULL '
-                    f'WHERE "id"=? AND "sync_lock"=?', reg_rows)
-                executemany(f'UPDATE {S} SET "sis_id"=? WHERE "id"=?', student_rows)
+                    f'"sync_lock"=NULL, "sync_lock_at"=NULL WHERE "id"=? AND "sync_lock"=?', reg_rows)
+                for student_id, gone in stale:  # the SIS said it no longer has this record
+                    forget_gone(student_id, scope, gone)
+                record_links(link_changes)
                 for o in skipped:
                     Registration.update(sync_status=settled_status(o.reg_id, self.job_id), sync_lock=None,
                                         sync_lock_at=None).where(
@@ -411,20 +480,20 @@ def load_registrations(ids: list[int]) -> dict[int, SimpleNamespace]:
     (plain rows: building model instances costs more than the mapping itself)."""
     rows = (Registration.select(
         Registration.id, Registration.form_id, Registration.grade, Registration.school_year, Registration.status,
-        Registration.approved_at, Registration.answers, Registration.sis_id, Registration.student,
-        Student.schoolmint_id, Student.sis_id, School.name, School.school_number, School.sync_connection)
+        Registration.approved_at, Registration.answers, Registration.student,
+        Student.schoolmint_id, School.name, School.school_number, School.sync_connection)
         .join(Student, on=(Registration.student == Student.id))
         .switch(Registration).join(School, on=(Registration.school == School.id))
         .where(Registration.id.in_(ids)).tuples())
     out = {}
-    for (rid, form_id, grade, year, status, approved_at, answers, sis_id, student_id, sm_id, st_sis,
+    for (rid, form_id, grade, year, status, approved_at, answers, student_id, sm_id,
          school_name, school_number, conn_id) in rows:
         if isinstance(approved_at, str):
             approved_at = Registration.approved_at.python_value(approved_at)
         out[rid] = SimpleNamespace(
             id=rid, form_id=form_id, grade=grade, school_year=year, status=status, approved_at=approved_at,
-            answers=answers, sis_id=sis_id, student_id=student_id,
-            student=SimpleNamespace(schoolmint_id=sm_id, sis_id=st_sis),
+            answers=answers, student_id=student_id,
+            student=SimpleNamespace(schoolmint_id=sm_id),
             school=SimpleNamespace(name=school_name, school_number=school_number, sync_connection_id=conn_id))
     return out
 

@@ -12,6 +12,7 @@ from typing import Mapping
 
 from ..ids import parse_id
 from ..models import REGISTRATION_STATUSES, SYNC_STATUSES, Registration, School, Student
+from .links import registration_ids_with_sis_id
 
 #: the Quick Filters, in the order the form shows them
 FILTER_FIELDS = ("status", "school", "grade", "sync_status", "school_year", "q")
@@ -100,7 +101,7 @@ class RegistrationFilter:
                     piece = Registration.student_name.contains(part)
                     both = piece if both is None else both & piece
                 search |= both
-            search |= (Student.schoolmint_id == term) | (Student.sis_id == term) | (Registration.sis_id == term)
+            search |= (Student.schoolmint_id == term) | Registration.id.in_(registration_ids_with_sis_id(org_id, term))
             if parse_id(term) is not None:
                 search |= Registration.form_id == parse_id(term)
             cond &= search

@@ -22,15 +22,15 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..adapters import AdapterError, ExportRecord, ExportResult, FieldError, FieldSection, Outcome
-from ..catalog import student_sis_id
 from ..db import database
 from ..mapping.engine import MappingResult
 from ..models import (APPROVED, JOB_DONE, JOB_FAILED, JOB_RUNNING, JOB_TEST, SYNC_IN_PROGRESS, Mapping,
-                      Registration, Student, SyncConnection, SyncItem, SyncJob, utcnow)
+                      Registration, SyncConnection, SyncItem, SyncJob, utcnow)
 from ..redaction import log_unexpected, scrub
 from . import mappings
 from .connections import open_adapter, safe_secret_values, secret_values
 from .export_rule import ExportContexts, map_for_export, status_for
+from .links import forget_gone, how_linked, link_scope, record_link, sis_id_for
 
 log = logging.getLogger("enroll_sync.send_record")
 
@@ -41,10 +41,6 @@ GENERIC_ADAPTER_FAILURE = ("The SIS adapter failed unexpectedly. Nothing more is
                            "was logged for your administrator.")
 #: a test-record in-flight marker older than this is considered abandoned
 LOCK_STALE_AFTER = dt.timedelta(minutes=15)
-
-
-def export_record(reg: Registration, result: MappingResult) -> ExportRecord:
-    return ExportRecord(record_id=str(reg.id), payload=dict(result.payload), sis_id=student_sis_id(reg))
 
 
 def canonical_json(value: Any) -> str:
@@ -114,8 +110,9 @@ def preview_record(conn: SyncConnection, reg: Registration, *, mapping: Mapping 
         compiled = mappings.compile_rows(conn, rows, sections, app=app)
     except AdapterError as exc:
         raise SendRecordError(scrub(str(exc), safe_secret_values(conn, app))) from None
-    sis_id, result = map_for_export(compiled, reg, ExportContexts.for_day(today))
-    record = export_record(reg, result)
+    sis_id = sis_id_for(reg.student_id, conn)
+    result = map_for_export(compiled, reg, ExportContexts.for_day(today), sis_id)
+    record = ExportRecord(record_id=str(reg.id), payload=dict(result.payload), sis_id=sis_id)
     secrets = secret_values(conn, app)
     try:
         body = open_adapter(conn, app).preview(record)
@@ -168,8 +165,8 @@ def send_record(conn: SyncConnection, reg: Registration, user, *, fingerprint: s
     """Export ``reg`` (the previewed record) through the connection's adapter.
 
     Records a SyncJob(kind="test") with one SyncItem holding what was sent and the
-    SIS's answer, and updates the registration's Sync Status (and the student's SIS
-    id on success). Raises PreviewChanged when the body no longer matches the
+    SIS's answer, and updates the registration's Sync Status and, when the SIS holds
+    the record, the student's SIS link on ``conn``. Raises PreviewChanged when the body no longer matches the
     previewed ``fingerprint`` and SendRecordError when the record must not be sent.
     """
     preview = preview_record(conn, reg, today=today, app=app)
@@ -211,6 +208,12 @@ def send_record(conn: SyncConnection, reg: Registration, user, *, fingerprint: s
     errors = [dataclasses.asdict(e) if isinstance(e, FieldError) else e for e in (result.errors or [])]
     reason = result.message or "; ".join(
         (f"{e['field']}: " if e.get("field") else "") + str(e.get("message", "")) for e in errors) or None
+    gone = preview.record.sis_id if result.outcome == Outcome.NOT_FOUND else None
+    if gone:
+        reason = (f"The SIS no longer has student {gone}, so the link to it was removed and nothing was sent. "
+                  f"Send Record again: the new preview creates the student or matches the one the SIS has.")
+    elif result.outcome == Outcome.RETRY:
+        reason = f"The SIS asked to try again later, so nothing was sent{': ' + reason if reason else '.'}"
     done = utcnow()
     with database.atomic():
         item.status = status
@@ -224,13 +227,14 @@ def send_record(conn: SyncConnection, reg: Registration, user, *, fingerprint: s
         item.finished_at = done
         item.save()
         changes = {Registration.sync_status: status}
-        if result.outcome != Outcome.FAILED:
+        if result.ok:
             changes[Registration.last_synced_at] = done
-            if result.sis_id:
-                changes[Registration.sis_id] = str(result.sis_id)
         Registration.update(changes).where(Registration.id == reg.id).execute()
-        if result.outcome != Outcome.FAILED and result.sis_id:
-            Student.update(sis_id=str(result.sis_id)).where(Student.id == reg.student_id).execute()
+        if gone:
+            forget_gone(reg.student_id, link_scope(conn), gone)
+        if result.ok and result.sis_id:
+            record_link(conn, reg.student_id, str(result.sis_id), how_linked(result, preview.record.sis_id),
+                        item_id=item.id, user_id=getattr(user, "id", user))
         job.status = job_status
         job.finished_at = done
         job.heartbeat_at = done

@@ -15,8 +15,8 @@ from ..models import School, SyncConnection, utcnow
 from ..redaction import log_unexpected, scrub
 from ..security import secret_box
 from ..sync.connections import (ENVIRONMENTS, SettingsError, adapter_classes, adapter_label, create_connection,
-                                open_adapter, safe_secret_values, update_connection)
-from . import audit, get_scoped_or_404, is_htmx, render, scoped
+                                link_partners, open_adapter, safe_secret_values, update_connection)
+from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
 from .errors import SIS_FAILURE as GENERIC_FAILURE
 
 log = logging.getLogger("enroll_sync.web.connections")
@@ -128,12 +128,14 @@ def new_connection_settings(adapter):
     if request.method == "POST":
         name = request.form.get("name", "")
         environment = request.form.get("environment", "")
+        shares = request.form.get("shares_links_with", "")
         values, upload_errors = _settings_submitted(request.form, request.files)
         try:
             if upload_errors:
                 raise SettingsError(upload_errors)
             with database.atomic():
-                conn = create_connection(current_user.organization, adapter, name, environment, values)
+                conn = create_connection(current_user.organization, adapter, name, environment, values,
+                                         shares_links_with=shares)
                 audit("connection.create", "SyncConnection", conn.id, adapter=adapter, name=conn.name,
                       environment=conn.environment, settings=conn.settings)
         except SettingsError as exc:
@@ -148,7 +150,8 @@ def new_connection_settings(adapter):
         values = {f.key: f.default for f in schema if not f.secret and f.default is not None}
     return render("connections/connection_form.html", None, cls=cls, schema=schema, values=values,
                   stored_secrets=set(), errors=errors, name=name, environment=environment,
-                  environments=ENVIRONMENTS, conn=None), (422 if errors else 200)
+                  environments=ENVIRONMENTS, conn=None, shares=shares if request.method == "POST" else "",
+                  partners=link_partners(org_id(), adapter)), (422 if errors else 200)
 
 
 @bp.route("/<connection_id>/edit", methods=["GET", "POST"])
@@ -167,18 +170,21 @@ def edit_connection(connection_id):
         stored = set()
     errors = {}
     name, environment, values = conn.name, conn.environment, dict(conn.settings or {})
+    shares = str(conn.shares_links_with_id or "")
     if request.method == "POST":
         name = request.form.get("name", "")
         environment = request.form.get("environment", "")
+        shares = request.form.get("shares_links_with", "")
         values, upload_errors = _settings_submitted(request.form, request.files)
         changed_secrets = sorted(f.key for f in schema if f.secret and values.get(f.key))
         try:
             if upload_errors:
                 raise SettingsError(upload_errors)
             with database.atomic():
-                update_connection(conn, name, environment, values)
+                update_connection(conn, name, environment, values, shares_links_with=shares)
                 audit("connection.update", "SyncConnection", conn.id, name=conn.name, environment=conn.environment,
-                      settings=conn.settings, secrets_changed=changed_secrets)
+                      settings=conn.settings, secrets_changed=changed_secrets,
+                      shares_links_with=conn.shares_links_with_id)
         except SettingsError as exc:
             errors = exc.errors
         except (AdapterError, ValueError) as exc:
@@ -188,4 +194,5 @@ def edit_connection(connection_id):
             return redirect(url_for("connections.connections"))
     return render("connections/connection_form.html", None, cls=cls, schema=schema, values=values,
                   stored_secrets=stored, errors=errors, name=name, environment=environment,
-                  environments=ENVIRONMENTS, conn=conn), (422 if errors else 200)
+                  environments=ENVIRONMENTS, conn=conn, shares=shares,
+                  partners=link_partners(org_id(), conn.adapter, conn)), (422 if errors else 200)

@@ -146,29 +146,37 @@ def _cell(value) -> str:
     return "'" + text if text.startswith(_FORMULA_START) else text
 
 
+def csv_download(filename: str, header: list[str], rows) -> Response:
+    """``rows`` as a streamed CSV download, every cell safe to open in a spreadsheet."""
+    def lines():
+        buf = io.StringIO()
+        writer = csv.writer(buf)
+        writer.writerow(header)
+        yield buf.getvalue()
+        for row in rows:
+            buf.seek(0)
+            buf.truncate()
+            writer.writerow([_cell(v) for v in row])
+            yield buf.getvalue()
+
+    resp = Response(stream_with_context(lines()), mimetype="text/csv")
+    resp.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+    return resp
+
+
 def failures_csv(job: SyncJob):
     """The job's Failed and Partial Sync records with the SIS's reasons, streamed."""
     header = ["Registration Form ID", "Student", "SchoolMint ID", "SIS ID", "School", "Grade", "Sync Status",
               "Reason", "Errors", "When (UTC)"]
 
     def rows():
-        buf = io.StringIO()
-        writer = csv.writer(buf)
-        writer.writerow(header)
-        yield buf.getvalue()
         for item in failed_items(job):
             reg = item.registration
             errors = "; ".join(
                 (f"{e.get('field')}: " if e.get("field") else "") + str(e.get("message", ""))
                 for e in (item.errors or []) if isinstance(e, dict))
-            buf.seek(0)
-            buf.truncate()
-            writer.writerow([_cell(v) for v in (
-                reg.form_id, reg.student_name, reg.student.schoolmint_id, item.sis_id or reg.sis_id or "",
-                reg.school.name, reg.grade, item.status, item.reason or "", errors,
-                item.finished_at.strftime("%Y-%m-%d %H:%M:%S") if item.finished_at else "")])
-            yield buf.getvalue()
+            yield (reg.form_id, reg.student_name, reg.student.schoolmint_id, item.sis_id or "",
+                   reg.school.name, reg.grade, item.status, item.reason or "", errors,
+                   item.finished_at.strftime("%Y-%m-%d %H:%M:%S") if item.finished_at else "")
 
-    resp = Response(stream_with_context(rows()), mimetype="text/csv")
-    resp.headers["Content-Disposition"] = f'attachment; filename="sync-job-{job.id}-failures.csv"'
-    return resp
+    return csv_download(f"sync-job-{job.id}-failures.csv", header, rows())

@@ -18,10 +18,13 @@ from peewee import fn
 
 from .. import security
 from ..ids import parse_id
-from ..models import (JOB_HELD, REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Organization, Registration,
+from ..db import database
+from ..models import (JOB_HELD, AuditLog, SisLink, REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Organization, Registration,
                       School, Student, SyncJob)
 from ..sync.jobs import create_job, create_retry_job
 from ..sync.plan import plan_sync
+from ..sync.links import link_scope, links_of_student
+from ..sync.links import unlink as unlink_link
 from ..sync.progress import registration_history, running_jobs
 from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
 from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
@@ -283,8 +286,38 @@ def detail(form_id):
     sections: dict[str, list] = {}
     for f in fields:
         sections.setdefault(f.section, []).append((f, reg.answers.get(f.key, "")))
+    links = links_of_student(reg.student_id)
+    current = link_scope(reg.school.sync_connection) if reg.school.sync_connection_id else None
+    current_link = next((v for v in links if v.usable and v.link.connection_id == current), None)
+    link_changes = list(scoped(AuditLog).where((AuditLog.object_type == "SisLink")
+                                               & (AuditLog.object_id == str(reg.student_id)))
+                        .order_by(AuditLog.at.desc()).limit(20))
     return render("registrations/detail.html", None, reg=reg, sections=sections,
-                  history=registration_history(reg), can_sync=can_sync())
+                  history=registration_history(reg), can_sync=can_sync(), links=links, current_link=current_link,
+                  link_changes=link_changes, can_unlink=current_user.can(security.SYNC_FULL_ACCESS))
+
+
+@bp.route("/<form_id>/links/<link_id>/unlink", methods=["POST"])
+@security.require_permission(security.VIEW_REGISTRATIONS, security.SYNC_FULL_ACCESS)
+def unlink(form_id, link_id):
+    """Unlink: forget the student's id in one connection's SIS (nothing in the SIS changes;
+    the next sync through it matches the student again before inserting)."""
+    fid, lid = parse_id(form_id), parse_id(link_id)
+    reg = Registration.get_or_none((Registration.form_id == fid) & (Registration.organization == org_id())) \
+        if fid is not None else None
+    link = SisLink.get_or_none((SisLink.id == lid) & (SisLink.organization == org_id())) if lid is not None else None
+    if reg is None:
+        abort(404)
+    if link is None or link.student_id != reg.student_id:  # unlinked meanwhile (a second click, another tab)
+        flash("That SIS link was already removed; nothing changed.", "info")
+        return redirect(url_for("registrations.detail", form_id=reg.form_id))
+    conn_name = link.connection.name if link.connection_id else "an unknown connection"
+    with database.atomic():
+        audit("link.unlink", "SisLink", reg.student_id, sis_id=link.sis_id, connection=conn_name, how=link.how)
+        unlink_link(link)
+    flash(f"Unlinked SIS ID {link.sis_id} on {conn_name}. Nothing changed in the SIS; the next sync through "
+          f"{conn_name} matches the student again before inserting.", "success")
+    return redirect(url_for("registrations.detail", form_id=reg.form_id))
 
 
 # --------------------------------------------------------------------------- running jobs in the navigation

@@ -14,12 +14,15 @@ serves the same page.
 from __future__ import annotations
 
 from flask import Blueprint
+from flask_login import current_user
 
 from .. import security
 from ..models import FINAL_STATUSES, SyncJob, User
+from ..sync.links import CSV_HEADER, links_csv_rows, unknown_link_count
 from ..sync.progress import counts_for
-from . import get_scoped_or_404, page_arg, render, scoped
-from .job_pages import approve_response, cancel_response, failures_csv, job_page, job_progress_fragment
+from . import get_scoped_or_404, org_id, page_arg, render, scoped
+from .job_pages import (approve_response, cancel_response, csv_download, failures_csv, job_page,
+                        job_progress_fragment)
 
 bp = Blueprint("sync_logs", __name__, url_prefix="/settings/sync-logs")
 
@@ -36,7 +39,14 @@ def index():
     creators = {u.id: u for u in User.select().where(User.id.in_([j.created_by_id for j in jobs if j.created_by_id]))}
     return render("sync_logs/index.html", "sync-log-list", jobs=jobs, counts=counts_for([j.id for j in jobs]),
                   creators=creators, page=page, pages=max(1, -(-total // JOBS_PER_PAGE)), total=total,
-                  statuses=FINAL_STATUSES)
+                  statuses=FINAL_STATUSES, unknown_links=unknown_link_count(org_id()))
+
+
+@bp.route("/links.csv")
+@security.require_permission(security.SYNC_FULL_ACCESS)
+def links_csv():
+    """Every student's SIS link on every connection, as CSV (streamed)."""
+    return csv_download(f"sis-links-{current_user.organization.slug}.csv", CSV_HEADER, links_csv_rows(org_id()))
 
 
 @bp.route("/<job_id>")

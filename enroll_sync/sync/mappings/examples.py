@@ -16,6 +16,8 @@ from peewee import Case, fn
 from ...db import database, is_sqlite
 from ...ids import parse_id
 from ...models import APPROVED, REGISTRATION_STATUSES, Registration, School, Student
+from ...catalog import source_values
+from ..links import sis_ids_for, students_by_sis_id
 
 MAX_EXAMPLES = 5
 
@@ -74,6 +76,13 @@ class Example:
     kind: str  # "registration" | "student"
     raw: str
     registration: Registration
+    #: the student's id in the SIS being mapped (their link on that connection), if any
+    sis_id: str | None = None
+
+    @property
+    def source(self) -> dict:
+        """What the mapping reads for this example."""
+        return source_values(self.registration, sis_id=self.sis_id)
 
     @property
     def value(self) -> str:
@@ -92,13 +101,17 @@ def find_registration(org_id: int, form_id: Any) -> Registration | None:
     return Registration.get_or_none((Registration.organization == org_id) & (Registration.form_id == fid))
 
 
-def find_student_registration(org_id: int, student_id: str) -> tuple[Student | None, Registration | None]:
-    """The student with this SIS ID or SchoolMint ID, and the registration to show for them
-    (the latest Approved one, else the latest)."""
+def find_student_registration(org_id: int, student_id: str, scope: int | None = None
+                              ) -> tuple[Student | None, Registration | None]:
+    """The student with this SchoolMint ID or SIS ID (linked on the connection whose links
+    are ``scope``, else on any), and the registration to show for them (the latest
+    Approved one, else the latest)."""
     sid = str(student_id).strip()
-    student = (Student.select().where((Student.organization == org_id)
-                                      & ((Student.sis_id == sid) | (Student.schoolmint_id == sid)))
+    student = (Student.select().where((Student.organization == org_id) & (Student.schoolmint_id == sid))
                .order_by(Student.id).first())
+    if student is None:
+        linked = students_by_sis_id(org_id, sid, scope) or (students_by_sis_id(org_id, sid) if scope else [])
+        student = Student.get_or_none(Student.id == min(linked)) if linked else None
     if student is None:
         return None, None
     reg = (Registration.select().where((Registration.organization == org_id) & (Registration.student == student))
@@ -108,8 +121,8 @@ def find_student_registration(org_id: int, student_id: str) -> tuple[Student | N
     return student, reg
 
 
-def check_examples(org_id: int, registration_values: Iterable[str], student_values: Iterable[str]
-                   ) -> tuple[list[str], list[str], dict[str, str]]:
+def check_examples(org_id: int, registration_values: Iterable[str], student_values: Iterable[str],
+                   scope: int | None = None) -> tuple[list[str], list[str], dict[str, str]]:
     """Clean the Configure tab's examples. Returns (registrations, students, errors) where
     errors maps an input name (``registration_example-2``) to its message."""
     errors: dict[str, str] = {}
@@ -138,7 +151,7 @@ def check_examples(org_id: int, registration_values: Iterable[str], student_valu
         if i >= MAX_EXAMPLES:
             errors[name] = f"Up to {MAX_EXAMPLES} Student Examples."
             continue
-        student, reg = find_student_registration(org_id, v)
+        student, reg = find_student_registration(org_id, v, scope)
         if student is None:
             errors[name] = f"No student with SIS ID or SchoolMint ID “{v}” in this organization."
         elif reg is None:
@@ -150,7 +163,7 @@ def check_examples(org_id: int, registration_values: Iterable[str], student_valu
     return regs, students, errors
 
 
-def resolve_examples(org_id: int, mapping) -> list[Example]:
+def resolve_examples(org_id: int, mapping, scope: int | None = None) -> list[Example]:
     """The saved examples that still exist, registrations first, without repeats."""
     out: list[Example] = []
     seen: set[int] = set()
@@ -162,10 +175,13 @@ def resolve_examples(org_id: int, mapping) -> list[Example]:
             seen.add(reg.id)
             out.append(Example("registration", str(raw), reg))
     for raw in mapping.student_examples or ():
-        _, reg = find_student_registration(org_id, raw)
+        _, reg = find_student_registration(org_id, raw, scope)
         if reg is not None and reg.id not in seen:
             seen.add(reg.id)
             out.append(Example("student", str(raw), reg))
+    linked = sis_ids_for([ex.registration.student_id for ex in out], scope)
+    for ex in out:
+        ex.sis_id = linked.get(ex.registration.student_id)
     return out
 
 

@@ -11,12 +11,12 @@ import datetime as dt
 from flask import flash, redirect, render_template, request, url_for
 from flask_login import current_user
 
-from ...catalog import source_values
 from ...db import database
 from ...mapping.codes import UNMATCHED_POLICIES
 from ...mapping.engine import MAPPING_TYPES
 from ...sync import mappings
 from ...sync.connections import adapter_label
+from ...sync.links import link_scope
 from ...sync.mappings.examples import MAX_EXAMPLES, check_examples, pick_example, resolve_examples
 from ...sync.mappings.versions import canonical, save_rows
 from .. import audit, org_id, render
@@ -44,7 +44,7 @@ def configure(connection_id, kind):
     if request.method == "POST":
         reg_in = request.form.getlist("registration_example")
         stu_in = request.form.getlist("student_example")
-        clean_regs, clean_students, errors = check_examples(org_id(), reg_in, stu_in)
+        clean_regs, clean_students, errors = check_examples(org_id(), reg_in, stu_in, link_scope(conn))
         if errors:
             regs, students, status = reg_in, stu_in, 422
         else:
@@ -57,7 +57,7 @@ def configure(connection_id, kind):
     # five inputs each (more only to show the message on an extra one that was posted)
     regs = (list(regs) + [""] * MAX_EXAMPLES)[: max(MAX_EXAMPLES, len(regs))]
     students = (list(students) + [""] * MAX_EXAMPLES)[: max(MAX_EXAMPLES, len(students))]
-    examples = resolve_examples(org_id(), mapping) if status == 200 else []
+    examples = resolve_examples(org_id(), mapping, link_scope(conn)) if status == 200 else []
     return render("mapping/configure.html", "configure-form", regs=regs, students=students, errors=errors,
                   examples=examples, max_examples=MAX_EXAMPLES, **layout(conn, kind, "configure")), status
 
@@ -95,10 +95,10 @@ def _editor_context(conn, mapping, example_value):
     step_map = mappings.step_classes()
     sections, fields_error = field_sections(conn)
     catalog = ui.load_catalog(org_id())
-    examples = resolve_examples(org_id(), mapping)
+    examples = resolve_examples(org_id(), mapping, link_scope(conn))
     example = pick_example(examples, example_value)
     ctx = ui.EditorContext(org_id=org_id(), catalog=catalog, sections=sections, targets=ui.flatten(sections),
-                           step_map=step_map, source=source_values(example.registration) if example else None,
+                           step_map=step_map, source=example.source if example else None,
                            today=dt.date.today())
     return ctx, examples, example, fields_error
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from typing import Any, Iterable
 
 from ...adapters import FieldSection, TargetField
-from ...catalog import Catalog, load_catalog, source_values  # noqa: F401 (load_catalog: ui.load_catalog)
+from ...catalog import Catalog, load_catalog  # noqa: F401 (load_catalog: ui.load_catalog)
 from ...mapping.automap import auto_map
 from ...mapping.codes import UNMATCHED_POLICIES, CodeAnswer, match_code_answers
 from ...mapping.context import MappingContext
@@ -569,7 +569,7 @@ def summary(compiled, examples: list[Example], today: dt.date) -> dict:
     """The Save summary: required SIS fields unmapped, row problems, example values that break a rule."""
     values = []
     for ex in examples:
-        res = compiled(source_values(ex.registration), MappingContext(today=today, insert=None))
+        res = compiled(ex.source, MappingContext(today=today, insert=None))
         for p in res.problems:
             if p.code in VALUE_PROBLEM_CODES:
                 values.append((ex, p))

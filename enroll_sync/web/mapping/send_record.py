@@ -8,6 +8,7 @@ from flask_login import current_user
 from ...ids import parse_id
 from ...models import Registration
 from ...sync import mappings
+from ...sync.links import link_scope
 from ...sync.mappings.examples import Example, pick_example, resolve_examples
 from ...sync.send_record import (REGISTRATION_MODULE_NOTE, PreviewChanged, SendRecordError, preview_record,
                                  send_record as send_one)
@@ -35,7 +36,7 @@ def send_record_preview(connection_id, kind):
         return _send_dialog(conn, kind, error=REGISTRATION_MODULE_NOTE), 409
     step_map = mappings.step_classes()
     mapping = mappings.load(conn, kind)
-    examples = resolve_examples(org_id(), mapping)
+    examples = resolve_examples(org_id(), mapping, link_scope(conn))
     example = pick_example(examples, request.form.get("example"))
     if example is None:
         return _send_dialog(conn, kind, error="Add a Registration Example or Student Example on the Configure tab "
