@@ -34,6 +34,21 @@ def build_plugin_manager(load_entrypoints: bool = True, extra_plugins: Iterable 
     return pm
 
 
+def plugin_manager(*plugins, defaults: bool = False) -> pluggy.PluginManager:
+    """A manager holding only ``plugins`` (modules or objects with ``@hookimpl``s), for
+    a plugin's own hook tests: no entry points, and the core's built-in steps only when
+    ``defaults``. ``check_pending()`` has run, so a misspelt hook fails here."""
+    pm = pluggy.PluginManager("enroll_sync")
+    pm.add_hookspecs(hookspecs)
+    if defaults:
+        for name in DEFAULT_PLUGINS:
+            pm.register(importlib.import_module(name), name=name)
+    for plugin in plugins:
+        pm.register(plugin)
+    pm.check_pending()
+    return pm
+
+
 def plugin_descriptions(pm: pluggy.PluginManager) -> list[dict]:
     """What ``enroll-sync plugins`` prints: name, version and hooks of each plugin."""
     dists = {id(plugin): dist for plugin, dist in pm.list_plugin_distinfo()}

@@ -33,11 +33,36 @@ Subclass ``AdapterContract`` in a test module of your adapter and provide:
 
 The checks are also available as plain functions (``settings_schema_problems``,
 ``target_field_problems``) for use outside pytest.
+
+=============================================================================
+The app under test (core suite and plugin suites alike)
+=============================================================================
+
+So a plugin suite drives the whole core without importing its internals or the
+core's ``tests/``:
+
+- fixtures: ``app`` (the demo district on a SQLite file in ``tmp_path``; its demo
+  connections point at ``demo_sandbox_urls``, a fixture to override with your test
+  server's URL), ``live`` (``app`` over real HTTP: ``live.url``), ``login(role_or_email)``
+  (a signed-in ``Session``) and ``anon`` (a ``Session`` not signed in). A fixture of the
+  same name in your ``conftest.py`` or test module wins over these.
+- building: ``make_app(tmp_path, **config)``, ``demo_app(tmp_path, sandbox_urls, ...)``,
+  ``LiveServer(wsgi_app)``, ``close_database()``.
+- HTTP: ``Session`` (cookies + CSRF: ``page(path)``, ``post_form(path, data, htmx=False)``),
+  ``sign_in(base_url, email_or_role)``, ``ROLE_EMAIL``, ``DEMO_PASSWORD``.
+- the core's state, as plain snapshots: ``connection(app, id_name_or_adapter)``,
+  ``schools(app)``, ``registrations(app, ids)``, ``sync_job(app, job_id)``,
+  ``save_mapping(app, connection, rows, kind="export_student")``.
+- sync jobs: ``with run_worker(app):`` consumes the queue in this process;
+  ``wait_for_job(app, job_id)``; ``wait_for(predicate, timeout)``; ``db(app)`` is the
+  app context with a database connection, for whatever else the core offers.
 """
 from __future__ import annotations
 
+import contextlib
 import json
 from collections import Counter
+from dataclasses import dataclass
 from typing import Any, Callable, Sequence
 
 import pytest
@@ -47,8 +72,15 @@ from .adapters import (
     SISAdapter, TargetField,
 )
 
-__all__ = ["AdapterContract", "settings_schema_problems", "target_field_problems",
-           "results_by_record"]
+__all__ = [
+    # adapter contract kit
+    "AdapterContract", "settings_schema_problems", "target_field_problems", "results_by_record",
+    # the app under test
+    "LiveServer", "make_app", "demo_app", "close_database", "db", "Session", "sign_in", "ROLE_EMAIL", "DEMO_PASSWORD",
+    "run_worker", "wait_for", "save_mapping", "connection", "schools", "registrations",
+    "sync_job", "wait_for_job", "ConnectionInfo", "SchoolInfo", "RegistrationInfo", "JobInfo",
+    "ItemInfo", "CLOSED_SANDBOX_URLS",
+]
 
 TARGET_TYPES = ("string", "date", "integer", "number", "boolean", "code")
 SECRET_WORDS = ("secret", "password", "token", "api_key", "apikey", "private_key")
@@ -281,3 +313,341 @@ class LiveServer:
 
     def __exit__(self, *exc):
         self.stop()
+
+
+#: sandbox URLs for the demo connections that point at closed ports (nothing answers)
+CLOSED_SANDBOX_URLS = {"powerschool": "http://127.0.0.1:9", "edfi": "http://127.0.0.1:9"}
+
+#: tiny waits for the demo connections, so checks against a closed port fail fast
+_FAST_RETRIES = {"retry_backoff": 0.01, "max_backoff": 0.05}
+
+_CSRF_RE = None
+
+
+def __getattr__(name):
+    # Names that need httpx or the demo data load on first use, so that this plugin,
+    # loaded in every pytest run, stays light.
+    if name == "Session":
+        return _session_class()
+    if name == "ROLE_EMAIL":
+        from .demo import DEMO_USERS
+        return {role: email for role, email, _ in DEMO_USERS}
+    if name == "DEMO_PASSWORD":
+        from .demo import DEMO_PASSWORD
+        return DEMO_PASSWORD
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+# ----------------------------------------------------------------------------- building the app
+
+def make_app(tmp_path, **overrides):
+    """An Enroll Sync app on a fresh SQLite file under ``tmp_path/instance`` (the database
+    is neither migrated nor seeded: see ``demo_app``). No in-process sync worker (start
+    one with ``run_worker``); config keys in ``overrides`` win."""
+    from . import create_app
+    config = {
+        "INSTANCE_PATH": str(tmp_path / "instance"),
+        "DATABASE_URL": f"sqlite:///{tmp_path / 'instance' / 'app.db'}",
+        "QUEUE_URL": f"sqlite:///{tmp_path / 'instance' / 'queue.db'}",
+        "IN_PROCESS_WORKER": "0",
+        "TESTING": True,
+        "LOGIN_MAX_ATTEMPTS": "50",
+    }
+    config.update(overrides)
+    return create_app(config)
+
+
+def demo_app(tmp_path, sandbox_urls: dict | None = None, *, registrations: int = 40,
+             connection_settings: dict | None = None, **overrides):
+    """``make_app`` with the database migrated and the demo district loaded: its users
+    (``ROLE_EMAIL``, password ``DEMO_PASSWORD``), five schools, ``registrations``
+    registrations, and one connection per ``register_demo_connections`` answer, each
+    pointed at ``sandbox_urls`` (name -> base URL; default: closed ports).
+    ``connection_settings`` are merged into every demo connection's settings."""
+    from .db import database
+    from .demo import load_demo
+    from .migrations import upgrade
+    from .models import SyncConnection
+    app = make_app(tmp_path, **overrides)
+    urls = dict(CLOSED_SANDBOX_URLS if sandbox_urls is None else sandbox_urls)
+    with app.app_context(), database.connection_context():
+        upgrade()
+        load_demo(app.extensions["enroll_sync.plugins"], urls, registrations=registrations)
+        if connection_settings:
+            for conn in SyncConnection.select():
+                conn.settings = {**conn.settings, **connection_settings}
+                conn.save()
+    return app
+
+
+def close_database() -> None:
+    """Close the core's database connection if one is open (fixture teardown)."""
+    from .db import database
+    if database.obj is not None and not database.is_closed():
+        database.close()
+
+
+@contextlib.contextmanager
+def db(app):
+    """Inside ``app``'s context with a database connection open: for set-up and
+    checks the web has no door for. Nest freely."""
+    from .db import database
+    with app.app_context(), database.connection_context():
+        yield
+
+
+@contextlib.contextmanager
+def run_worker(app, workers: int = 1):
+    """Consume ``app``'s sync queue in this process (threads, as ``enroll-sync serve``
+    does) until the block ends; jobs started meanwhile run for real."""
+    from .sync.queue import start_in_process_consumer
+    consumer = start_in_process_consumer(app, workers=workers)
+    try:
+        yield consumer
+    finally:
+        consumer.stop()
+
+
+def wait_for(predicate: Callable[[], Any], timeout: float = 60.0, interval: float = 0.05,
+             message: str = "condition"):
+    """Call ``predicate`` until it returns something truthy and return that; fail the test
+    with ``message`` after ``timeout`` seconds."""
+    import time
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
+
+
+# ----------------------------------------------------------------------------- reading and seeding the core
+# Plain snapshots, so plugin suites never touch the core's models.
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """A sync connection as stored (secrets left out)."""
+    id: int
+    name: str
+    adapter: str
+    environment: str
+    settings: dict
+    last_check_ok: bool | None
+    last_check_message: str | None
+
+
+@dataclass(frozen=True)
+class SchoolInfo:
+    id: int
+    name: str
+    school_number: str
+    kind: str
+    connection_id: int | None
+
+
+@dataclass(frozen=True)
+class RegistrationInfo:
+    id: int
+    form_id: str
+    status: str
+    sync_status: str
+    sis_id: str | None
+
+
+@dataclass(frozen=True)
+class ItemInfo:
+    """One registration in a sync job."""
+    registration_id: int
+    status: str
+    reason: str | None
+    sis_id: str | None
+
+
+@dataclass(frozen=True)
+class JobInfo:
+    id: int
+    status: str
+    message: str | None
+    items: tuple[ItemInfo, ...]
+
+
+def _connection_query(conn: int | str):
+    from .models import SyncConnection
+    if isinstance(conn, int):
+        return SyncConnection.id == conn
+    return (SyncConnection.name == conn) | (SyncConnection.adapter == conn)
+
+
+def connection(app, conn: int | str) -> ConnectionInfo:
+    """The connection with id ``conn``, or named ``conn``, or the one using the adapter
+    named ``conn`` (``"generic_rest"``); it must be exactly one."""
+    from .models import SyncConnection
+    with db(app):
+        found = list(SyncConnection.select().where(_connection_query(conn)))
+    assert len(found) == 1, f"{len(found)} connections match {conn!r}"
+    c = found[0]
+    return ConnectionInfo(c.id, c.name, c.adapter, c.environment, dict(c.settings or {}),
+                          c.last_check_ok, c.last_check_message)
+
+
+def save_mapping(app, conn: int | str, rows: Sequence[dict], kind: str = "export_student") -> None:
+    """Save ``rows`` as the connection's mapping of ``kind`` (a new version, as the
+    Field Mapping editor's Save does). ``conn`` as for ``connection``."""
+    from .sync.mappings import load
+    from .sync.mappings.versions import save_rows
+    from .models import SyncConnection
+    conn_id = connection(app, conn).id
+    with db(app):
+        row = SyncConnection.get_by_id(conn_id)
+        save_rows(row, kind, load(row, kind), [dict(r) for r in rows], None)
+
+
+def schools(app) -> list[SchoolInfo]:
+    """Every school, in id order."""
+    from .models import School
+    with db(app):
+        return [SchoolInfo(s.id, s.name, s.school_number, s.kind, s.sync_connection_id)
+                for s in School.select().order_by(School.id)]
+
+
+def registrations(app, ids: Sequence[int] | None = None) -> list[RegistrationInfo]:
+    """The registrations with ``ids`` (every one when None), in id order."""
+    from .models import Registration
+    with db(app):
+        query = Registration.select().order_by(Registration.id)
+        if ids is not None:
+            query = query.where(Registration.id.in_(list(ids)))
+        return [RegistrationInfo(r.id, r.form_id, r.status, r.sync_status, r.sis_id) for r in query]
+
+
+def sync_job(app, job_id: int) -> JobInfo:
+    """A sync job and its items, as stored now."""
+    from .models import SyncItem, SyncJob
+    with db(app):
+        job = SyncJob.get_by_id(job_id)
+        items = tuple(ItemInfo(i.registration_id, i.status, i.reason, i.sis_id)
+                      for i in SyncItem.select().where(SyncItem.job == job_id).order_by(SyncItem.id))
+    return JobInfo(job.id, job.status, job.message, items)
+
+
+def wait_for_job(app, job_id: int, timeout: float = 60.0) -> JobInfo:
+    """Wait until the job has left the queue and stopped running (a worker must be
+    consuming: ``run_worker``); return it."""
+    from .models import ACTIVE_JOB_STATUSES
+
+    def finished():
+        job = sync_job(app, job_id)
+        return job if job.status not in ACTIVE_JOB_STATUSES else None
+    return wait_for(finished, timeout, interval=0.1, message=f"sync job {job_id} to finish")
+
+
+# ----------------------------------------------------------------------------- HTTP sessions
+
+_SESSION = None
+
+
+def _session_class():
+    global _SESSION, _CSRF_RE
+    if _SESSION is not None:
+        return _SESSION
+    import re
+
+    import httpx
+    _CSRF_RE = re.compile(r'name="csrf_token" value="([^"]+)"|name="csrf-token" content="([^"]+)"')
+
+    class Session(httpx.Client):
+        """An HTTP client that keeps cookies and knows the page's CSRF token:
+        ``page(path)`` GETs and remembers the token; ``post_form(path, data, htmx=False)``
+        posts it (as the form field, or the ``X-CSRFToken`` header of an HTMX request)."""
+
+        csrf: str | None = None
+
+        def remember_csrf(self, resp):
+            m = _CSRF_RE.search(resp.text)
+            if m:
+                self.csrf = m.group(1) or m.group(2)
+            return resp
+
+        def page(self, path, **kw):
+            return self.remember_csrf(self.get(path, **kw))
+
+        def post_form(self, path, data=None, csrf=True, htmx=False, **kw):
+            data = dict(data or {})
+            headers = dict(kw.pop("headers", {}) or {})
+            if csrf and self.csrf is None:
+                self.page("/login")
+            if htmx:
+                headers["HX-Request"] = "true"
+                if csrf:
+                    headers["X-CSRFToken"] = self.csrf
+            elif csrf:
+                data.setdefault("csrf_token", self.csrf)
+            return self.post(path, data=data, headers=headers, **kw)
+
+    Session.__qualname__ = "Session"
+    _SESSION = Session
+    return Session
+
+
+def sign_in(base_url: str, email: str, password: str | None = None):
+    """A ``Session`` signed in as ``email`` (or a demo role: ``"District Admin"``) with
+    the demo password unless ``password`` is given; close it when done."""
+    from .demo import DEMO_PASSWORD, DEMO_USERS
+    email = {role: e for role, e, _ in DEMO_USERS}.get(email, email)
+    s = _session_class()(base_url=base_url, follow_redirects=False, timeout=30)
+    s.page("/login")
+    resp = s.post_form("/login", {"email": email, "password": DEMO_PASSWORD if password is None else password})
+    assert resp.status_code == 302, resp.text[:500]
+    s.page("/")
+    return s
+
+
+# ----------------------------------------------------------------------------- fixtures
+# A plugin suite (or the core's conftest) may override any of them by name.
+
+@pytest.fixture
+def demo_sandbox_urls() -> dict:
+    """Where the demo connections of the ``app`` fixture point (name -> base URL).
+    Override it to aim a demo connection at your test server."""
+    return dict(CLOSED_SANDBOX_URLS)
+
+
+@pytest.fixture
+def app(tmp_path, demo_sandbox_urls):
+    """The demo app (``demo_app``) on a SQLite file in ``tmp_path``, its connections
+    retrying quickly so checks against closed ports fail fast."""
+    application = demo_app(tmp_path, demo_sandbox_urls, connection_settings=_FAST_RETRIES)
+    yield application
+    close_database()
+
+
+@pytest.fixture
+def live(app):
+    """``app`` served over real HTTP on a loopback port (a ``LiveServer``: ``.url``)."""
+    server = LiveServer(app)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def login(live):
+    """``login(role_or_email) -> Session`` signed in to ``live``; closed after the test."""
+    sessions = []
+
+    def _login(role_or_email):
+        s = sign_in(live.url, role_or_email)
+        sessions.append(s)
+        return s
+
+    yield _login
+    for s in sessions:
+        s.close()
+
+
+@pytest.fixture
+def anon(live):
+    """A ``Session`` on ``live`` that has not signed in."""
+    s = _session_class()(base_url=live.url, follow_redirects=False, timeout=30)
+    yield s
+    s.close()

@@ -16,7 +16,7 @@ import pytest
 
 from enroll_sync.sync.links import sis_id_for
 from enroll_sync.db import database
-from enroll_sync.models import AuditLog, Mapping, Registration, School, Student, SyncItem, SyncJob
+from enroll_sync.models import AuditLog, Mapping, Registration, School, SyncConnection, SyncItem, SyncJob
 from tests.test_mapping_ui import BASE, Editor, form_values, mapped_value, row_fragment, step_values, texts
 
 sandbox_mod = pytest.importorskip("sis_powerschool.sandbox")
@@ -209,7 +209,7 @@ def test_walkthrough_against_the_powerschool_sandbox(app, live, login, sandbox):
     with app.app_context(), database.connection_context():
         reg = Registration.get_by_id(ex["a_id"])
         assert reg.sync_status == "Succeeded" and reg.last_synced_at is not None
-        assert sis_id_for(reg.student_id, reg.school.sync_connection) == sis_id
+        assert sis_id_for(reg.student_id, SyncConnection.get_by_id(cid)) == sis_id
         item = SyncItem.get(SyncItem.registration == reg.id)
         assert item.job.kind == "test" and item.status == "Succeeded" and item.sis_id == sis_id
         assert item.sent == preview and item.connection_id == cid

@@ -4,7 +4,6 @@ Student Mapping. Import the fixtures with ``from tests.test_sync_support import 
 from __future__ import annotations
 
 import os
-import time
 import uuid
 
 import pytest
@@ -14,6 +13,7 @@ from enroll_sync.sync.connections import drop_adapter, target_sections
 from enroll_sync.db import database
 from enroll_sync.sync.mappings.versions import save_rows
 from enroll_sync.models import (Mapping, Registration, School, SyncConnection, SyncItem, SyncJob, utcnow)
+from enroll_sync.testing import wait_for  # noqa: F401  (imported from here by the sync tests)
 
 #: fast retries so fault tests stay quick (advanced adapter settings, not in the form)
 FAST = {"retry_backoff": 0.01, "max_backoff": 0.05, "max_attempts": 3, "timeout_s": 2}
@@ -71,16 +71,6 @@ def connect_to_sandbox(app, sandbox, *, rows=MAPPING_ROWS, schools="all_but_pres
         if rows is not None:
             save_rows(conn, "export_student", None, rows, None)
         return conn.id
-
-
-def wait_for(predicate, timeout=60.0, interval=0.05, message="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {message}")
 
 
 def job_done(app, job_id):

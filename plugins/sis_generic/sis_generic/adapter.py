@@ -26,8 +26,8 @@ from typing import Any, Mapping, Sequence
 from urllib.parse import unquote, urlsplit
 
 from enroll_sync import (AdapterError, CheckResult, ExportRecord, ExportResult, FieldError,
-                         FieldSection, Outcome, SettingField, SISAdapter, nest)
-from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
+                         FieldSection, OAuth2ClientCredentials, Outcome, SettingField, SISAdapter,
+                         Transport, TransportError, nest)
 
 from .schema import (PASTED_URI, ApiDescription, OperationRef, json_path_to_field,
                      load_description, parse_document, parse_lookup, parse_operation)

@@ -1,7 +1,7 @@
 """Hook implementations of the generic REST plugin (entry point ``sis_generic``)."""
 from __future__ import annotations
 
-from enroll_sync.hookspecs import hookimpl
+from enroll_sync import hookimpl
 
 from .adapter import GenericRestAdapter
 

@@ -1,35 +1,27 @@
 """The generic adapter through the whole core: the Enroll Sync app on a real SQLite
-file, served over real HTTP (``enroll_sync.testing.LiveServer``), with the demo
-district whose "Ed-Fi Sandbox" connection this plugin's ``register_demo_connections``
-hook points at the test server; sync jobs go through the real huey queue, consumed in
-this process the way ``enroll-sync serve`` does.
+file, served over real HTTP, with the demo district whose "Ed-Fi Sandbox" connection
+this plugin's ``register_demo_connections`` hook points at the test server; sync jobs
+go through the real huey queue, consumed in this process the way ``enroll-sync serve``
+does.
 
 What an admin sees: the connection card's Test Connection, Refresh fields, and Sync to
 SIS leaving every registration Failed while the SIS answers 500 to everything.
 
-Set-up reuses the core's test helpers (``tests.conftest``: ``make_app``, ``sign_in``)
-and, where the web has no cheaper door, core internals (migrations, demo data, the
-mapping row, the queue consumer) exactly as the core's own sync tests do.
+Everything about the core comes from ``enroll_sync.testing`` (the ``app``/``live``
+fixtures, ``sign_in``, and snapshot helpers where the web has no cheaper door), so this
+suite runs from the plugin's own directory, without the core's ``tests/``.
 """
 from __future__ import annotations
 
 import html
 import re
-import time
 
 import pytest
 
-from enroll_sync.testing import LiveServer
+from enroll_sync.testing import (connection, registrations, run_worker, save_mapping, schools, sign_in,
+                                 wait_for_job)
 from generic_helpers import FAST
 from sis_generic import GenericRestAdapter
-
-pytest.importorskip("tests.conftest", reason="needs the core's test helpers (run from the repository)")
-
-from enroll_sync.db import database  # noqa: E402
-from enroll_sync.demo import load_demo  # noqa: E402
-from enroll_sync.migrations import upgrade  # noqa: E402
-from enroll_sync.models import Mapping, Registration, School, SyncConnection, SyncItem, SyncJob  # noqa: E402
-from tests.conftest import make_app, sign_in  # noqa: E402
 
 ADMIN = "admin@riverside.example"
 BASE = "/settings/sync-service"
@@ -46,22 +38,9 @@ EDFI_ROWS = [
 
 
 @pytest.fixture
-def app(tmp_path, server):
-    app = make_app(tmp_path)
-    with app.app_context(), database.connection_context():
-        upgrade()
-        load_demo(app.extensions["enroll_sync.plugins"],
-                  {"powerschool": "http://127.0.0.1:9", "edfi": server.url}, registrations=30)
-    yield app
-    if not database.is_closed():
-        database.close()
-
-
-@pytest.fixture
-def live(app):
-    handle = LiveServer(app)
-    yield handle
-    handle.stop()
+def demo_sandbox_urls(server):
+    """The demo's "Ed-Fi Sandbox" connection points at this suite's test server."""
+    return {"powerschool": "http://127.0.0.1:9", "edfi": server.url}
 
 
 @pytest.fixture
@@ -71,12 +50,11 @@ def admin(live):
     session.close()
 
 
-def generic_connection(app) -> SyncConnection:
-    with app.app_context(), database.connection_context():
-        return SyncConnection.get(SyncConnection.adapter == "generic_rest")
+def generic_connection(app):
+    return connection(app, "generic_rest")
 
 
-def save_settings(admin, conn: SyncConnection, **changes) -> None:
+def save_settings(admin, conn, **changes) -> None:
     """Edit the connection through its settings form (secrets left blank: kept)."""
     admin.page(f"{BASE}/{conn.id}/edit")
     values = {**conn.settings, **changes}
@@ -108,56 +86,40 @@ def test_connection_card_explains_an_unreachable_schema(app, admin, server, clos
                 f"{closed_port}: the connection was refused")
     assert expected in card
     assert "Connected." not in card
-    with app.app_context(), database.connection_context():
-        stored = SyncConnection.get_by_id(conn.id)
-        assert stored.last_check_ok is False and stored.last_check_message.startswith(expected)
+    stored = connection(app, conn.id)
+    assert stored.last_check_ok is False and stored.last_check_message.startswith(expected)
     # the secret never reaches the page
     assert server.credentials.client_secret not in card
 
 
 def test_a_500_storm_leaves_every_registration_failed(app, admin, server):
-    from enroll_sync.sync.queue import start_in_process_consumer
-
     conn = generic_connection(app)
     save_settings(admin, conn, max_attempts=2, retry_backoff=0.01, timeout=FAST["timeout"])
-    with app.app_context(), database.connection_context():
-        conn = SyncConnection.get_by_id(conn.id)
-        schools = [s.id for s in School.select().where(School.school_number != "901")]
-        Mapping.create(connection=conn, kind="export_student", rows=EDFI_ROWS)
+    school_ids = [s.id for s in schools(app) if s.school_number != "901"]
+    save_mapping(app, conn.id, EDFI_ROWS)
 
     # Schools > Set Sync Connection, and Configure Mapping > Refresh fields
     admin.page("/settings/schools/")
     resp = admin.post_form("/settings/schools/bulk/set-sync-connection",
-                           {"school_ids": schools, "connection_id": str(conn.id)})
+                           {"school_ids": school_ids, "connection_id": str(conn.id)})
     assert resp.status_code == 302
     admin.page(f"{BASE}/{conn.id}/mapping/export_student/fields")
     resp = admin.post_form(f"{BASE}/{conn.id}/mapping/export_student/refresh", htmx=True)
     assert resp.status_code == 200
 
     server.set_faults({"status": 500, "times": None})
-    consumer = start_in_process_consumer(app, workers=1)
-    try:
+    with run_worker(app):
         admin.page("/registrations/")
         resp = admin.post_form("/registrations/sync", {"all_matching": "1", "status": "Approved"},
                                htmx=True)
         assert resp.status_code == 200, html.unescape(resp.text)[:2000]
         job_url = resp.headers["HX-Redirect"]
         job_id = int(job_url.rstrip("/").rsplit("/", 1)[1])
-        deadline = time.monotonic() + 60
-        while True:
-            with app.app_context(), database.connection_context():
-                job = SyncJob.get_by_id(job_id)
-            if job.status == "Completed":
-                break
-            assert time.monotonic() < deadline, f"the job did not finish: {job.status}"
-            time.sleep(0.1)
-    finally:
-        consumer.stop()
+        job = wait_for_job(app, job_id)
+    assert job.status == "Completed", job.message
 
-    with app.app_context(), database.connection_context():
-        items = list(SyncItem.select().where(SyncItem.job == job_id))
-        regs = {r.id: r for r in Registration.select().where(
-            Registration.id.in_([i.registration_id for i in items]))}
+    items = job.items
+    regs = {r.id: r for r in registrations(app, [i.registration_id for i in items])}
     assert len(items) >= 5
     for item in items:
         reg = regs[item.registration_id]

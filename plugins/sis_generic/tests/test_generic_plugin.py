@@ -11,16 +11,12 @@ import httpx
 import pluggy
 from click.testing import CliRunner
 
-from enroll_sync import hookspecs
+from enroll_sync import plugin_manager
 from sis_generic import GenericRestAdapter, plugin
 
 
 def manager() -> pluggy.PluginManager:
-    pm = pluggy.PluginManager("enroll_sync")
-    pm.add_hookspecs(hookspecs)
-    pm.register(plugin, name="sis_generic")
-    pm.check_pending()
-    return pm
+    return plugin_manager(plugin)
 
 
 def test_entry_point_and_adapter_registration():

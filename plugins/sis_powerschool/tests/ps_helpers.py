@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import itertools
 
-from enroll_sync.adapters import ExportRecord, nest
+from enroll_sync import ExportRecord, nest
 
 _local_ids = itertools.count(500001)
 

@@ -5,7 +5,7 @@ import logging
 
 import pytest
 
-from enroll_sync.adapters import ExportRecord, Outcome, nest
+from enroll_sync import ExportRecord, Outcome, nest
 from ps_helpers import next_local_id, payload, record
 from sis_powerschool.adapter import PowerSchoolAdapter
 
@@ -104,7 +104,7 @@ def test_target_fields(adapter):
 
 
 def test_target_fields_unreachable_raises_an_adapter_error(make_adapter):
-    from enroll_sync.adapters import AdapterError
+    from enroll_sync import AdapterError
     with pytest.raises(AdapterError, match="Could not reach"):
         make_adapter(server_url="http://127.0.0.1:9", max_attempts=1).target_fields()
 

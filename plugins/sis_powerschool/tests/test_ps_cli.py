@@ -21,7 +21,6 @@ from sis_powerschool.cli import FAULT_FLAGS, powerschool_command
 from sis_powerschool.sandbox import DEFAULT_FAULTS, MALFORMED_KINDS
 
 CID, CSECRET = "cli-client", "cli-secret-not-real"
-ENTRY = "import sys; from enroll_sync.cli import main; sys.exit(main())"
 
 
 def free_port() -> int:
@@ -37,7 +36,7 @@ def cli_sandbox(*flags: str):
     for attempt in range(3):  # the port may be taken between picking and binding it
         port = free_port()
         proc = subprocess.Popen(
-            [sys.executable, "-c", ENTRY, "sandbox", "powerschool", "--port", str(port),
+            [sys.executable, "-m", "enroll_sync", "sandbox", "powerschool", "--port", str(port),
              "--quiet", "--client-id", CID, "--client-secret", CSECRET, *flags],
             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONUNBUFFERED": "1"})
@@ -130,7 +129,7 @@ def test_the_flags_set_every_fault():
 
 
 def test_an_unknown_malformed_kind_is_refused_at_start():
-    r = subprocess.run([sys.executable, "-c", ENTRY, "sandbox", "powerschool", "--port", "0",
+    r = subprocess.run([sys.executable, "-m", "enroll_sync", "sandbox", "powerschool", "--port", "0",
                         "--malformed-kind", "bogus"], capture_output=True, text=True, timeout=30)
     assert r.returncode == 2 and "--malformed-kind" in r.stderr
 

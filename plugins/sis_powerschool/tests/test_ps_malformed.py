@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from enroll_sync.adapters import AdapterError, Outcome
+from enroll_sync import AdapterError, Outcome
 from ps_helpers import record
 from sis_powerschool.sandbox import MALFORMED_KINDS
 

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import pytest
 
-from enroll_sync.adapters import (
+from enroll_sync import (
     Code, ExportRecord, ExportResult, FieldSection, Outcome, SettingField, TargetField,
 )
 from enroll_sync.testing import results_by_record, settings_schema_problems, target_field_problems

@@ -1,4 +1,4 @@
-"""The shared transport (enroll_sync.transport) against the sandbox over a real socket."""
+"""The shared transport (enroll_sync.Transport) against the sandbox over a real socket."""
 from __future__ import annotations
 
 import email.utils
@@ -9,9 +9,8 @@ import time
 
 import pytest
 
-from enroll_sync.adapters import AdapterError
-from enroll_sync.transport import (
-    OAuth2ClientCredentials, Transport, TransportError, parse_retry_after, redact,
+from enroll_sync import (
+    AdapterError, OAuth2ClientCredentials, Transport, TransportError, parse_retry_after, redact,
 )
 
 
