@@ -37,7 +37,6 @@ from __future__ import annotations
 
 import dataclasses
 import datetime as dt
-import email.utils
 import logging
 import math
 import re
@@ -49,7 +48,7 @@ from typing import Any
 
 from enroll_sync import (
     AdapterError, CheckResult, Code, ExportRecord, ExportResult, FieldError, FieldSection, Outcome,
-    SettingField, SISAdapter, TargetField, Transport, TransportError,
+    SettingField, SISAdapter, TargetField, Transport, TransportError, parse_retry_after,
 )
 
 log = logging.getLogger("sis_aeries")
@@ -260,19 +259,7 @@ def match_key(last: Any, first: Any, birth: Any) -> tuple[str, str, str] | None:
 
 
 def _retry_after(response: Any) -> float | None:
-    # enroll_sync.transport.parse_retry_after is not a public name; this is the same rule.
-    value = (response.headers.get("Retry-After") or "").strip() if response is not None else ""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
-        return None
-    return None if when is None else max(0.0, when.timestamp() - time.time())
+    return parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
 
 
 def _busy(exc: BaseException) -> bool:
