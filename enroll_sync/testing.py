@@ -452,6 +452,7 @@ class RegistrationInfo:
     form_id: str
     status: str
     sync_status: str
+    #: the student's SIS id on the connection of the registration's school (their link)
     sis_id: str | None
 
 
@@ -514,11 +515,13 @@ def schools(app) -> list[SchoolInfo]:
 def registrations(app, ids: Sequence[int] | None = None) -> list[RegistrationInfo]:
     """The registrations with ``ids`` (every one when None), in id order."""
     from .models import Registration
+    from .sync.links import sis_id_for
     with db(app):
         query = Registration.select().order_by(Registration.id)
         if ids is not None:
             query = query.where(Registration.id.in_(list(ids)))
-        return [RegistrationInfo(r.id, r.form_id, r.status, r.sync_status, r.sis_id) for r in query]
+        return [RegistrationInfo(r.id, r.form_id, r.status, r.sync_status,
+                                 sis_id_for(r.student_id, r.school.sync_connection)) for r in query]
 
 
 def sync_job(app, job_id: int) -> JobInfo:
