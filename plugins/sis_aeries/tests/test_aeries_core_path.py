@@ -13,11 +13,8 @@ import html
 
 import pytest
 
-from enroll_sync.testing import (CLOSED_SANDBOX_URLS, connection, run_worker, save_mapping, schools, sign_in,
-                                 wait_for_job)
-
-# enroll_sync.testing.registrations() still reads Registration.sis_id, which the SisLink
-# change removed (AttributeError); these tests read the SIS ids from the job items.
+from enroll_sync.testing import (CLOSED_SANDBOX_URLS, connection, registrations, run_worker, save_mapping,
+                                 schools, sign_in, wait_for_job)
 
 ADMIN = "admin@riverside.example"
 BASE = "/settings/sync-service"
@@ -110,6 +107,7 @@ def test_bulk_syncs_insert_update_and_survive_a_restored_aeries(app, admin, sand
     first = {i.registration_id: i.sis_id for i in job.items}
     assert sandbox.count() == 50 + len(job.items)
     assert {str(s["StudentID"]) for s in sandbox.students()} >= set(first.values())
+    assert {r.id: r.sis_id for r in registrations(app, list(first))} == first
 
     job = sync_all_approved(app, admin)
     assert {i.status for i in job.items} == {"Succeeded"}
@@ -122,6 +120,7 @@ def test_bulk_syncs_insert_update_and_survive_a_restored_aeries(app, admin, sand
     relinked = {i.registration_id: i.sis_id for i in job.items}
     assert relinked == {r: str(mapping[int(s)]) for r, s in first.items()}
     assert sandbox.count() == 50 + len(first), "no student inserted twice"
+    assert {r.id: r.sis_id for r in registrations(app, list(first))} == relinked, "the links follow"
 
 
 def test_a_field_aeries_ignores_is_a_partial_sync(app, admin, sandbox):
@@ -133,3 +132,5 @@ def test_a_field_aeries_ignores_is_a_partial_sync(app, admin, sandbox):
     assert len(partial) >= 3, "every registration with a gender (some have none: nothing sent)"
     assert all("Not written: Gender" in (i.reason or "") and i.sis_id for i in partial)
     assert sandbox.count() == len(job.items) and {s["Gender"] for s in sandbox.students()} == {""}
+    regs = {r.id: r for r in registrations(app, [i.registration_id for i in partial])}
+    assert {r.sync_status for r in regs.values()} == {"Partial Sync"}
