@@ -356,9 +356,8 @@ def hand_written(src: dict) -> dict:
     v = src.get("grade_applying")
     if v:
         out["school_enrollment.grade_level"] = GRADE_CODES[v]
-    v = src.get("home_language")
-    if v:
-        out["ext.home_language"] = LANGUAGE_CODES.get(v, "99")
+    v = src.get("home_language")  # fallback: a blank answer gets it too
+    out["ext.home_language"] = LANGUAGE_CODES.get(v, "99") if v and not v.isspace() else "99"
     v = src.get("ethnicity")
     if v:
         out["ext.ethnicity"] = ETHNICITY_CODES[v]
@@ -369,8 +368,7 @@ def hand_written(src: dict) -> dict:
     if v:
         out["addresses.physical.state_province"] = v
     v = src.get("guardian1_relationship")
-    if v:
-        out["ext.guardian1_relationship"] = RELATIONSHIP_CODES.get(v, "OT")
+    out["ext.guardian1_relationship"] = RELATIONSHIP_CODES.get(v, "OT") if v and not v.isspace() else "OT"
     v = src.get("transportation_mode")
     if v and v in TRANSPORT_CODES:
         out["ext.transportation"] = TRANSPORT_CODES[v]

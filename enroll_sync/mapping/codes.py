@@ -52,7 +52,8 @@ class CodeMatcher:
     def compile(self, policy: str, fallback: str) -> Callable[[Any], tuple[Any, str | None]]:
         """A function answer -> (value, problem) where problem is None, "fallback", "blank" or "fail".
 
-        Blank answers give (None, None): nothing to send, nothing to report. A list
+        A blank answer follows the policy too (a fallback is sent, "blank" sends nothing
+        and reports nothing, "fail" fails the record). A list
         (a multi-select answer) is mapped item by item; unmatched items follow the
         policy (a fallback replaces the item, blank drops it, fail fails the list).
         """
@@ -76,14 +77,25 @@ class CodeMatcher:
                 return None, "blank"
             return None, "fail"
 
+        def none_given() -> tuple[Any, str | None]:
+            # a blank answer has no code either: the row's policy decides (a fallback is
+            # sent; "blank" sends nothing and is no news; "fail" fails the record)
+            if policy == "fallback":
+                return fallback_value, "fallback"
+            if policy == "blank":
+                return None, None
+            return None, "fail"
+
         def match(answer: Any) -> tuple[Any, str | None]:
             if answer is None:
-                return None, None
+                return none_given()
             if answer.__class__ is str:
                 if not answer or answer.isspace():
-                    return None, None
+                    return none_given()
                 return one(answer)
             if isinstance(answer, (list, tuple)):
+                if all(is_blank(item) for item in answer):
+                    return none_given()
                 out, worst = [], None
                 for item in answer:
                     if is_blank(item):

@@ -37,7 +37,7 @@ from typing import Any, Callable, Iterable, Mapping, NamedTuple, Sequence
 
 from ..adapters import FieldSection, TargetField
 from .codes import UNMATCHED_POLICIES, CodeMatcher
-from .context import MappingContext, StepContext
+from .context import MappingContext, StepContext, is_blank
 from .steps import Step, StepConfigError, StepError, clean_codes
 
 __all__ = [
@@ -496,6 +496,12 @@ class CompiledRow:
         return (self.key, self.source_field, _length_only(self.target), self._check)
 
     def _unmatched_problem(self, answer: Any, outcome: str) -> Problem:
+        if is_blank(answer):
+            if outcome == "fallback":
+                return Problem(self.key, "unmatched_code",
+                               f"No answer; sent the fallback {_shown(self._fallback)}.", WARNING)
+            return Problem(self.key, "unmatched_code", "No answer, and this row fails the record when an answer "
+                           "has no code (choose “Leave blank” or a fallback if a blank answer is fine).", ERROR)
         if outcome == "fallback":
             return Problem(self.key, "unmatched_code",
                            f"{_shown(answer)} has no code; sent the fallback {_shown(self._fallback)}.", WARNING)
@@ -521,9 +527,7 @@ class CompiledRow:
 
         def match_codes(source, sctx, problems, payload):
             answer = source.get(frm)
-            if answer.__class__ is str:  # the usual case, inlined
-                if not answer or answer.isspace():
-                    return
+            if answer.__class__ is str and answer and not answer.isspace():  # the usual case, inlined
                 code = exact_get(answer, missing)
                 if code is missing:
                     code = loose_get(answer.strip().casefold(), missing)

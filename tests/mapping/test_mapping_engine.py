@@ -89,7 +89,8 @@ def test_blank_values_are_left_out_of_the_payload():
     rows = [
         {"to": "contact.guardian_email", "type": "direct", "from": "email"},
         {"to": "name.middle_name", "type": "transformation", "from": "middle", "steps": [{"kind": "trim"}]},
-        {"to": "demographics.gender", "type": "match_codes", "from": "gender", "codes": {"Female": "F"}},
+        {"to": "demographics.gender", "type": "match_codes", "from": "gender", "codes": {"Female": "F"},
+         "unmatched": "blank"},
         {"to": "contact.emergency_phone1", "type": "transformation", "from": "phone",
          "steps": [{"kind": "phone"}]},
     ]
@@ -157,9 +158,21 @@ def test_match_codes_without_a_policy_fails_rather_than_passing_through():
     assert not result.ok and result.payload == {}
 
 
-def test_blank_answer_is_not_an_unmatched_code():
-    result = codes_row("fail")({"gender": ""}, UPDATE)
+@pytest.mark.parametrize("blank", ["", "   ", None, []])
+def test_a_blank_answer_follows_the_rows_unmatched_policy(blank):
+    source = {"gender": blank} if blank is not None else {}
+    # Leave blank: nothing sent, nothing to report
+    result = codes_row("blank")(source, UPDATE)
     assert result.ok and result.payload == {} and result.problems == []
+    # Fallback: the fallback is sent, with a warning that says there was no answer
+    result = codes_row("fallback", "F")(source, UPDATE)
+    assert result.ok and result.payload == {"demographics.gender": "F"}
+    assert [p.message for p in result.problems] == ["No answer; sent the fallback 'F'."]
+    # Fail the record: a blank answer has no code either
+    result = codes_row("fail")(source, UPDATE)
+    assert not result.ok and result.payload == {}
+    assert codes_of(result) == [("demographics.gender", "unmatched_code", "error")]
+    assert result.problems[0].message.startswith("No answer")
 
 
 def test_match_codes_maps_multi_select_answers_item_by_item():
