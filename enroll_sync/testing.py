@@ -15,7 +15,18 @@ Subclass ``AdapterContract`` in a test module of your adapter and provide:
   ``ExportRecord``s valid for that SIS. Each call must return NEW students (fresh
   record ids and SIS keys), because several tests insert;
 - optionally a ``sis_count`` fixture: a callable returning how many students the
-  server holds (the retried-export test then checks that nothing was duplicated).
+  server holds (the retried-export test then checks that nothing was duplicated);
+- an ``unknown_sis_id`` fixture: an id the server does not have (the kit sends an update
+  of it and expects ``Outcome.NOT_FOUND``, with nothing written);
+- optionally a ``make_sis_busy`` fixture: a callable ``make_sis_busy(n)`` after which the
+  server refuses the next ``n`` record writes as "busy, try again later" (for good, past
+  the adapter's own retries), so the kit can check ``Outcome.RETRY``. Skipped when absent.
+
+Class attributes say what the SIS does: ``contract_updates_by_id = False`` for an SIS
+whose writes are upserts on a natural key (a sent ``sis_id`` is not an update of that
+id, so an unknown one may be created anew, but never reported as saved under that id);
+``contract_reports_matched_by = False`` for an adapter that cannot tell that a record
+sent without ``sis_id`` matched one the SIS had.
 
 ::
 
@@ -216,10 +227,25 @@ class AdapterContract:
 
     #: how many records the batch tests export
     contract_batch_size = 5
+    #: False when the SIS upserts on a natural key and a sent sis_id is not an update of it
+    contract_updates_by_id = True
+    #: False when the adapter cannot tell that a record sent without sis_id was matched
+    contract_reports_matched_by = True
 
     @pytest.fixture
     def sis_count(self) -> Callable[[], int] | None:
         """Override to return a callable counting the students in the test server."""
+        return None
+
+    @pytest.fixture
+    def unknown_sis_id(self) -> str | None:
+        """Override to return an id the test server does not have."""
+        return None
+
+    @pytest.fixture
+    def make_sis_busy(self) -> Callable[[int], Any] | None:
+        """Override to return ``make_sis_busy(n)``: the next ``n`` record writes are refused
+        as "busy, try again later", past the adapter's retries."""
         return None
 
     # -- settings and fields
@@ -283,6 +309,77 @@ class AdapterContract:
 
     def test_export_of_nothing_returns_nothing(self, adapter: SISAdapter):
         assert adapter.export([]) == []
+
+    # -- the SIS's own truth: NOT_FOUND, matched_by, RETRY
+    def test_update_of_an_unknown_sis_id_is_not_found(self, adapter: SISAdapter, make_records,
+                                                       sis_count, unknown_sis_id):
+        if not unknown_sis_id:
+            pytest.fail("Provide an `unknown_sis_id` fixture: an id your test server does not "
+                        "have. The kit sends an update of it and expects Outcome.NOT_FOUND.")
+        [new] = make_records(1)
+        record = ExportRecord(record_id=new.record_id, payload=dict(new.payload),
+                              sis_id=str(unknown_sis_id))
+        before = sis_count() if sis_count else None
+        [result] = results_by_record([record], adapter.export([record])).values()
+        assert result.sis_id != str(unknown_sis_id), (
+            f"{_describe(result)}: the SIS does not have {unknown_sis_id}; never report it back "
+            f"as the record's id")
+        if not self.contract_updates_by_id:
+            # an upsert on the natural key may create it anew, under another id
+            assert result.outcome == Outcome.NOT_FOUND or result.ok, _describe(result)
+            return
+        assert result.outcome == Outcome.NOT_FOUND, (
+            f"an update of an id the SIS does not have must be NOT_FOUND: {_describe(result)}")
+        assert not result.ok
+        if sis_count:
+            assert sis_count() == before, ("NOT_FOUND means nothing was written: the adapter "
+                                           "must not insert the record itself")
+
+    def test_reexport_of_a_record_the_sis_holds_reports_matched_by(self, adapter: SISAdapter,
+                                                                  make_records, sis_count):
+        if not self.contract_reports_matched_by:
+            pytest.skip("this adapter does not report matched_by (contract_reports_matched_by)")
+        records = make_records(2)
+        first = results_by_record(records, adapter.export(records))
+        assert all(r.ok for r in first.values()), [_describe(r) for r in first.values()]
+        assert all(not r.matched_by for r in first.values()), (
+            "a record the SIS did not have was not matched: matched_by must be empty")
+        after_first = sis_count() if sis_count else None
+        again = [ExportRecord(record_id=r.record_id, payload=dict(r.payload)) for r in records]
+        second = results_by_record(again, adapter.export(again))
+        for rid, r in second.items():
+            assert r.ok, _describe(r)
+            assert r.sis_id == first[rid].sis_id, f"{rid}: matched a different student"
+            assert isinstance(r.matched_by, str) and r.matched_by.strip(), (
+                f"{rid}: found in the SIS without a sis_id, it must say how (matched_by)")
+        if sis_count:
+            assert sis_count() == after_first, "a re-export created duplicate students"
+
+    def test_a_busy_sis_yields_retry_and_writes_nothing(self, adapter: SISAdapter, make_records,
+                                                        sis_count, make_sis_busy):
+        if make_sis_busy is None:
+            pytest.skip("the plugin provides no `make_sis_busy` fixture")
+        records = make_records(self.contract_batch_size)
+        before = sis_count() if sis_count else None
+        make_sis_busy(1)
+        results = results_by_record(records, adapter.export(records))
+        retry = [r for r in results.values() if r.outcome == Outcome.RETRY]
+        assert retry, "the SIS refused a record as busy; it must come back as RETRY: " + \
+            "; ".join(_describe(r) for r in results.values())
+        others = [r for r in results.values() if r.outcome != Outcome.RETRY]
+        assert all(r.ok for r in others), [_describe(r) for r in others]
+        for r in retry:
+            assert not r.ok and not r.sis_id, f"{_describe(r)}: RETRY means nothing was written"
+            assert r.message, f"{r.record_id}: say why it is to be sent again"
+        if sis_count:
+            assert sis_count() == before + len(others), "a RETRY record must not be written"
+        # sent again as the core does, once the SIS is no longer busy: written, once
+        again = [ExportRecord(record_id=r.record_id, payload=dict(r.payload))
+                 for r in records if results[r.record_id].outcome == Outcome.RETRY]
+        second = results_by_record(again, adapter.export(again))
+        assert all(r.ok for r in second.values()), [_describe(r) for r in second.values()]
+        if sis_count:
+            assert sis_count() == before + len(records)
 
 
 # =============================================================================

@@ -11,9 +11,15 @@ polite API client behaves:
   (longer: give up at once with a message);
 - other 5xx answers, timeouts and connection errors are retried a bounded number
   of times (``max_attempts`` in all);
+- every try has an overall deadline (``deadline_s``, connect + headers + the whole
+  body, measured on a monotonic clock): an answer that trickles in, each read well
+  inside ``timeout`` but the whole far too slow, is abandoned at the deadline and
+  not retried (kind ``timeout``, "answered too slowly");
 - any other 4xx is returned at once: retrying a refused request never helps;
-- with ``auth`` (e.g. ``OAuth2ClientCredentials``) a 401 drops the cached token,
-  fetches a new one and retries once (tokens get revoked early);
+- with ``auth`` (e.g. ``OAuth2ClientCredentials``) a 401 drops the token that request
+  carried, fetches a new one and retries, up to ``token_retries`` times (SISs revoke
+  tokens early, sometimes one they have only just issued). All threads sharing the
+  transport share one token and one refresh at a time: the others wait for its result;
 - every message it produces is scrubbed of secrets (the ``secrets`` given, the
   client secret and every token it has seen), because adapters show ``str(error)``
   to admins as is.
@@ -27,9 +33,13 @@ from __future__ import annotations
 
 import base64
 import email.utils
+import heapq
+import inspect
+import itertools
 import logging
 import random
 import re
+import socket
 import ssl
 import threading
 import time
@@ -68,6 +78,17 @@ class TransportError(AdapterError):
         self.attempts = attempts
 
 
+class _Flight:
+    """One token fetch in progress; threads that need a token meanwhile wait for it."""
+
+    __slots__ = ("event", "token", "error")
+
+    def __init__(self):
+        self.event = threading.Event()
+        self.token: str | None = None
+        self.error: BaseException | None = None
+
+
 class OAuth2ClientCredentials:
     """OAuth2 client-credentials flow: Basic auth to ``token_url``, body
     ``grant_type=client_credentials``; the token is cached until shortly before
@@ -75,6 +96,12 @@ class OAuth2ClientCredentials:
 
     Pass it as ``Transport(auth=...)``. ``token_url`` may be a path relative to
     the transport's base URL.
+
+    Thread-safe and single-flight: every thread using the transport shares one
+    token; when it must be fetched, one thread fetches it and the others wait for
+    that result (the new token, or the same error). ``invalidate(used)`` drops the
+    cached token only when it is the one the refused request carried, so a burst of
+    401s from many threads on one revoked token causes one refresh, not one each.
     """
 
     #: refresh this many seconds (or 10% of the lifetime, if less) before expiry
@@ -90,16 +117,23 @@ class OAuth2ClientCredentials:
         self._expires_at = 0.0
         self._seen_tokens: list[str] = []
         self._lock = threading.Lock()
+        self._flight: _Flight | None = None
+        #: how many tokens were fetched (diagnostics and tests)
+        self.fetches = 0
 
     # -- what the transport calls
     def secrets(self) -> list[str]:
         return [self.client_secret, *self._seen_tokens]
 
-    def invalidate(self) -> None:
-        """Forget the cached token (after a 401): the next request fetches a new one."""
+    def invalidate(self, used: Mapping[str, str] | str | None = None) -> None:
+        """Forget the cached token after a 401. ``used`` is the token (or the headers
+        from ``headers()``) the refused request carried; when another thread has
+        replaced it meanwhile, the newer token is kept. ``None`` forgets it anyway."""
+        token = _bearer_of(used)
         with self._lock:
-            self._token = None
-            self._expires_at = 0.0
+            if used is None or token is None or token == self._token:
+                self._token = None
+                self._expires_at = 0.0
 
     def headers(self, transport: "Transport") -> dict[str, str]:
         return {"Authorization": f"Bearer {self.token(transport)}"}
@@ -108,13 +142,35 @@ class OAuth2ClientCredentials:
         with self._lock:
             if self._token and time.monotonic() < self._expires_at:
                 return self._token
-            self._token, lifetime = self._fetch(transport)
-            remember_credential(self._token)
-            self._seen_tokens.append(self._token)
+            flight = self._flight
+            leader = flight is None
+            if leader:
+                flight = self._flight = _Flight()
+        if not leader:
+            flight.event.wait()
+            if flight.error is not None:
+                raise _copy_error(flight.error)
+            return flight.token  # type: ignore[return-value]
+        try:
+            token, lifetime = self._fetch(transport)
+        except BaseException as exc:
+            with self._lock:
+                self._flight = None
+            flight.error = exc
+            flight.event.set()
+            raise
+        remember_credential(token)
+        with self._lock:
+            self.fetches += 1
+            self._token = token
+            self._seen_tokens.append(token)
             del self._seen_tokens[:-20]
             margin = min(self.early_refresh, lifetime * 0.1)
             self._expires_at = time.monotonic() + max(0.0, lifetime - margin)
-            return self._token
+            self._flight = None
+        flight.token = token
+        flight.event.set()
+        return token
 
     def _fetch(self, transport: "Transport") -> tuple[str, float]:
         if not self.client_id or not self.client_secret:
@@ -163,25 +219,45 @@ class Transport:
     """One connection's HTTP client. See the module docstring for the policy.
 
     ``min_interval``, ``timeout``, ``backoff`` and ``max_backoff`` are seconds.
-    ``max_attempts`` bounds the tries of one request (first try included).
-    ``headers`` are sent with every request; ``secrets`` are strings that must
-    never appear in a message (they are redacted).
+    ``timeout`` bounds each network step (connect, one read, one write);
+    ``deadline_s`` bounds one whole try (connect + every read of the answer), by
+    default ``DEADLINE_FACTOR`` times ``timeout``. ``max_attempts`` bounds the tries of
+    one request (first try included). ``token_retries`` bounds how often one request
+    is sent again after a 401 on a token no request had been answered with yet (the
+    SIS refusing or revoking what it has just issued); a token that worked and was
+    revoked later is replaced too, up to ``max(10, 3 * token_retries)`` new tokens in
+    all for one request. ``headers`` are sent with every
+    request; ``secrets`` are strings that must never appear in a message (they are
+    redacted).
     """
+
+    #: the default deadline of one try, in multiples of ``timeout``
+    DEADLINE_FACTOR = 4.0
 
     def __init__(self, base_url: str, *, timeout: float = 30.0, min_interval: float = 0.0,
                  max_attempts: int = 5, backoff: float = 0.5, max_backoff: float = 30.0,
-                 max_retry_after: float = 300.0,
+                 max_retry_after: float = 300.0, deadline_s: float | None = None,
+                 token_retries: int = 3,
                  auth: OAuth2ClientCredentials | None = None,
                  headers: Mapping[str, str] | None = None, secrets: Iterable[str] = (),
                  verify: bool | str | ssl.SSLContext = True):
         self.base_url = str(base_url or "").rstrip("/")
         self.timeout = float(timeout)
+        if deadline_s is None or not deadline_s or deadline_s <= 0:
+            deadline_s = self.timeout * self.DEADLINE_FACTOR
+        self.deadline_s = float(deadline_s)
+        self.token_retries = max(0, int(token_retries))
+        # tokens some request got a real answer with: a 401 on one of those is an ordinary
+        # early revocation, not the SIS refusing a token it has just issued
+        self._proven_tokens: dict[str, None] = {}
+        self._proven_lock = threading.Lock()
         self.min_interval = max(0.0, float(min_interval))
         self.max_attempts = max(1, int(max_attempts))
         self.backoff = max(0.0, float(backoff))
         self.max_backoff = max(0.0, float(max_backoff))
         self.max_retry_after = max(0.0, float(max_retry_after))
         self.auth = auth
+        self._invalidate_with_token = _takes_argument(getattr(auth, "invalidate", None))
         self._secrets = [s for s in secrets if s]
         for header, value in (headers or {}).items():
             if _CREDENTIAL_HEADER.search(header) and value:
@@ -281,27 +357,80 @@ class Transport:
             msg = f"Network error talking to {host}: {_short(exc)}{tries}."
         return TransportError(self.redact(msg), kind=kind, attempts=attempts)
 
+    def _too_slow(self, method: str, url: str, attempts: int) -> TransportError:
+        return TransportError(self.redact(
+            f"{self._host(url)} answered {self._where(method, url)} too slowly: the answer was "
+            f"not complete after {self.deadline_s:g} s, the longest Enroll Sync waits for one "
+            f"answer, so it was abandoned (each part arrived, but far too slowly). The SIS may be "
+            f"overloaded; try again later."), kind="timeout", attempts=attempts)
+
+    def _send(self, method: str, url: str, headers: dict, kwargs: dict,
+              deadline: float) -> httpx.Response:
+        """One try: the response with its body read, all within ``deadline`` (monotonic).
+
+        Each network step may take ``timeout``, but never past the deadline; the body is
+        read chunk by chunk and the deadline checked after each one, and a watchdog shuts
+        the socket down at the deadline should a read still be waiting then. Raises
+        ``_TooSlow`` when the deadline passed, httpx errors otherwise.
+        """
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise _TooSlow()
+        step = min(self.timeout, remaining)
+        request = self.client.build_request(method, url, headers=headers,
+                                            timeout=httpx.Timeout(step), **kwargs)
+        try:
+            response = self.client.send(request, stream=True)
+        except httpx.TimeoutException:
+            if time.monotonic() >= deadline - 0.005:
+                raise _TooSlow() from None
+            raise
+        watch = _WATCHDOG.watch(deadline, response)
+        try:
+            response.stream = _DeadlineStream(response.stream, deadline)
+            response.read()
+        except (_TooSlow, httpx.TransportError) as exc:
+            response.close()
+            if isinstance(exc, _TooSlow) or watch.fired or time.monotonic() >= deadline - 0.005:
+                raise _TooSlow() from None
+            raise
+        except BaseException:
+            response.close()
+            raise
+        finally:
+            watch.cancel()
+        return response
+
     # ------------------------------------------------------------------ the call
     def request(self, method: str, url_or_path: str, *, retry: bool = True,
                 _auth: bool = True, **kwargs: Any) -> httpx.Response:
         """Send one request with the retry policy; return the final response.
 
-        ``retry=False`` sends it once (still refreshing an expired token once).
-        Raises TransportError when no usable answer arrived.
+        ``retry=False`` sends it once (still sending it again on a fresh token after a
+        401, up to ``token_retries`` times). Raises TransportError when no usable answer
+        arrived, or when one try took longer than ``deadline_s``.
         """
         url = url_or_path
         max_attempts = self.max_attempts if retry else 1
         attempt = 0
-        refreshed = False
+        refreshes = 0       # 401s on tokens no request had been answered with (fresh ones)
+        replacements = 0    # every 401 that led to a new token
         extra_headers = dict(kwargs.pop("headers", None) or {})
         while True:
             attempt += 1
             headers = dict(extra_headers)
+            sent_auth: dict | None = None
             if _auth and self.auth is not None:
-                headers.update(self.auth.headers(self))
+                sent_auth = dict(self.auth.headers(self))
+                headers.update(sent_auth)
             self._pace()
             try:
-                response = self.client.request(method, url, headers=headers, **kwargs)
+                response = self._send(method, url, headers, kwargs,
+                                      time.monotonic() + self.deadline_s)
+            except _TooSlow:
+                log.info("abandoned %s: no complete answer within %.3gs",
+                         self._where(method, url), self.deadline_s)
+                raise self._too_slow(method, url, attempt) from None
             except httpx.InvalidURL as exc:
                 raise TransportError(self.redact(f"The server URL is not valid: {_short(exc)}."),
                                      kind="unreachable", attempts=attempt) from None
@@ -316,13 +445,29 @@ class Transport:
                 time.sleep(wait)
                 continue
             status = response.status_code
-            if status == 401 and _auth and self.auth is not None and not refreshed:
-                refreshed = True
-                self.auth.invalidate()
-                log.info("%s answered 401: fetching a new token and retrying once",
-                         self._where(method, url))
-                attempt -= 1  # the refresh does not use up an attempt
-                continue
+            if sent_auth is not None:
+                token = _bearer_of(sent_auth)
+                if status == 401:
+                    fresh = token not in self._proven_tokens
+                    if (refreshes < self.token_retries or not fresh) \
+                            and replacements < self._max_token_replacements:
+                        refreshes += fresh
+                        replacements += 1
+                        if self._invalidate_with_token:
+                            self.auth.invalidate(sent_auth)
+                        else:
+                            self.auth.invalidate()
+                        log.info("%s answered 401 (%s token): fetching a new token and sending "
+                                 "it again", self._where(method, url),
+                                 "a new" if fresh else "a revoked")
+                        response.close()
+                        attempt -= 1  # a refresh does not use up an attempt
+                        continue
+                elif token is not None and token not in self._proven_tokens:
+                    with self._proven_lock:
+                        self._proven_tokens[token] = None
+                        if len(self._proven_tokens) > 32:
+                            self._proven_tokens.pop(next(iter(self._proven_tokens)), None)
             if status in RETRY_WAIT_STATUSES or status >= 500:
                 if attempt >= max_attempts:
                     raise TransportError(
@@ -345,15 +490,30 @@ class Transport:
                 continue
             return response
 
+    @property
+    def _max_token_replacements(self) -> int:
+        """However tokens get revoked, one request fetches at most this many."""
+        return max(10, 3 * self.token_retries)
+
+    def token_refused_message(self, where: str) -> str:
+        """What to tell the admin when ``where`` kept answering 401 although the token URL
+        accepted the credentials and issued fresh tokens: the credentials are fine, the
+        API does not take the tokens (or revokes them at once)."""
+        n = self.token_retries
+        tokens = ("an access token the SIS had just issued" if n <= 1 else
+                  f"{n} access tokens in a row, each just issued by the SIS")
+        return (f"{where} was refused (HTTP 401) with {tokens}. The token URL accepts the "
+                f"client ID and secret, so they are not the problem: the SIS keeps refusing "
+                f"or revoking its own new tokens. Check the plugin's (API client's) "
+                f"access to this API in the SIS, then try again.")
+
     def json(self, method: str, url_or_path: str, **kwargs: Any) -> Any:
         """``request`` + raise TransportError on a non-2xx answer + parse JSON."""
         response = self.request(method, url_or_path, **kwargs)
         where = self._where(method, url_or_path)
         if response.status_code == 401 and self.auth is not None:
-            raise TransportError(
-                f"{where} was refused (HTTP 401) even with a fresh token: check the "
-                f"client ID, client secret and the plugin's access.",
-                status=401, response=response, kind="auth")
+            raise TransportError(self.token_refused_message(where),
+                                 status=401, response=response, kind="auth")
         if not response.is_success:
             raise TransportError(
                 self.redact(f"{where} answered HTTP {response.status_code}"
@@ -426,3 +586,157 @@ def _short(exc: BaseException) -> str:
     text = str(exc) or type(exc).__name__
     text = text.replace("\n", " ")
     return text[:200]
+
+
+def _bearer_of(used: Any) -> str | None:
+    """The token in ``used``: a token string, or headers with ``Authorization: Bearer``."""
+    if isinstance(used, str):
+        return used
+    if isinstance(used, Mapping):
+        for key, value in used.items():
+            if str(key).lower() == "authorization" and isinstance(value, str):
+                return value.split(" ", 1)[1].strip() if " " in value else value
+    return None
+
+
+def _takes_argument(func: Any) -> bool:
+    """Whether an auth object's ``invalidate`` accepts the refused request's headers (older
+    auth objects take none)."""
+    if func is None:
+        return False
+    try:
+        params = inspect.signature(func).parameters.values()
+    except (TypeError, ValueError):
+        return False
+    return any(p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD, p.VAR_POSITIONAL)
+               for p in params)
+
+
+def _copy_error(exc: BaseException) -> BaseException:
+    """The error a token fetch ended with, for each thread that waited for it (one
+    exception object raised in several threads would share one traceback)."""
+    if isinstance(exc, TransportError):
+        return TransportError(str(exc), status=exc.status, response=exc.response,
+                              kind=exc.kind, attempts=exc.attempts)
+    return exc
+
+
+# ----------------------------------------------------------------------------- the deadline
+
+class _TooSlow(Exception):
+    """Internal: one try passed its deadline (turned into a TransportError)."""
+
+
+class _DeadlineStream(httpx.SyncByteStream):
+    """A response body that stops at the deadline: checked after every chunk, so an
+    answer that drips in a byte at a time is abandoned however short each read is."""
+
+    def __init__(self, inner: Any, deadline: float):
+        self.inner = inner
+        self.deadline = deadline
+
+    def __iter__(self):
+        for chunk in self.inner:
+            if time.monotonic() > self.deadline:
+                raise _TooSlow()
+            yield chunk
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+class _Watch:
+    """One response under the watchdog's eye; ``cancel()`` once its body is read."""
+
+    __slots__ = ("deadline", "response", "fired", "done", "lock")
+
+    def __init__(self, deadline: float, response: httpx.Response):
+        self.deadline = deadline
+        self.response = response
+        self.fired = False
+        self.done = False
+        self.lock = threading.Lock()
+
+    def cancel(self) -> None:
+        with self.lock:
+            self.done = True
+            self.response = None
+
+    def fire(self) -> None:
+        """The deadline passed with a read still waiting: shut the socket down, which
+        wakes that read at once (closing it from another thread would not)."""
+        with self.lock:
+            if self.done:
+                return
+            self.fired = True
+            response, self.response = self.response, None
+        stream = response.extensions.get("network_stream") if response is not None else None
+        sock = None
+        if stream is not None:
+            try:
+                sock = stream.get_extra_info("socket")
+            except Exception:
+                sock = None
+        if isinstance(sock, socket.socket):
+            try:
+                # socket.socket's own shutdown, also for an SSLSocket: the TLS layer's would
+                # drop its state under the reading thread
+                socket.socket.shutdown(sock, socket.SHUT_RDWR)
+            except OSError:
+                pass
+
+
+class _Watchdog:
+    """One thread for the whole process that ends reads still waiting at their deadline
+    (a per-read timeout alone cannot: a read may start just before the deadline). It
+    starts on first use and stops after a while with nothing to watch."""
+
+    IDLE_EXIT = 10.0
+
+    def __init__(self):
+        self._cond = threading.Condition()
+        self._heap: list[tuple[float, int, _Watch]] = []
+        self._seq = itertools.count()
+        self._thread: threading.Thread | None = None
+
+    def watch(self, deadline: float, response: httpx.Response) -> _Watch:
+        w = _Watch(deadline, response)
+        with self._cond:
+            heap = self._heap
+            if len(heap) > 512 and len(heap) % 512 == 0:
+                heap[:] = [e for e in heap if not e[2].done]  # drop finished ones
+                heapq.heapify(heap)
+            heapq.heappush(heap, (deadline, next(self._seq), w))
+            if self._thread is None:
+                self._thread = threading.Thread(target=self._run, name="enroll-sync-deadlines",
+                                                daemon=True)
+                self._thread.start()
+            elif heap[0][2] is w:
+                self._cond.notify()
+        return w
+
+    def _run(self) -> None:
+        with self._cond:
+            heap = self._heap
+            while True:
+                while heap and heap[0][2].done:
+                    heapq.heappop(heap)
+                now = time.monotonic()
+                if not heap:
+                    self._cond.wait(self.IDLE_EXIT)
+                    if not heap:
+                        self._thread = None
+                        return
+                    continue
+                if heap[0][0] > now:
+                    self._cond.wait(heap[0][0] - now)
+                    continue
+                _, _, w = heapq.heappop(heap)
+                self._cond.release()
+                try:
+                    w.fire()
+                finally:
+                    self._cond.acquire()
+
+
+_WATCHDOG = _Watchdog()

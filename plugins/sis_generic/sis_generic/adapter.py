@@ -10,6 +10,11 @@ schema's own message and never leaves. HTTP goes through the core's shared
 location (a JSON Pointer into the body or the ``Location`` header) and error bodies
 — RFC 9457 problem details (Ed-Fi's ``validationErrors``), common ``{"message",
 "errors"}`` shapes, and bodies that are not JSON at all.
+
+Per-record truth: an update by id answered 404 (or 410) is ``NOT_FOUND``; a record the
+SIS kept refusing with 429/503 until the transport's retries ran out (and the records
+held back after it) is ``RETRY``; a record found by *Find existing record*, or matched
+by the natural key of an upserting create, carries ``matched_by``.
 """
 from __future__ import annotations
 
@@ -59,6 +64,7 @@ ACCEPT_JSON = {"Accept": "application/json"}
 STOP_KINDS = frozenset({"unreachable", "tls", "auth"})
 SLOW_KINDS = frozenset({"timeout", "retries"})
 NOT_CONFIRMED = "The SIS never confirmed the record, so it is not marked as synced."
+SENT_AGAIN = "Nothing was written; it will be sent again shortly."
 FIND_EXISTING = "Find existing record"
 #: where a lookup's answer usually keeps its list of matches (the default id location)
 LIST_KEYS = ("data", "items", "results", "records", "value", "content", "entries", "rows")
@@ -211,28 +217,48 @@ def _found_id(parsed: Any, pointer: str) -> tuple[str, Any]:
     return ("found", found) if found else ("no_id", None)
 
 
+def _busy(exc: TransportError) -> bool:
+    """The SIS kept answering "not now" (429/503) until the retries ran out, or asked to
+    wait longer than Enroll Sync waits."""
+    return exc.kind == "retries" and exc.status in (429, 503)
+
+
 def _with_lookup(info: dict | None, shown: str) -> dict:
     return {"lookup": shown, **(info or {})}
 
 
 class _Guard:
     """Stops sending the rest of an export once the SIS cannot be used (unreachable,
-    TLS, credentials) or keeps timing out / failing after retries."""
+    TLS, credentials) or keeps timing out / failing after retries. ``busy``: it stopped
+    because the SIS kept saying "later" (429/503), so what is held back is RETRY."""
 
     def __init__(self, adapter: "GenericRestAdapter"):
         self.adapter = adapter
         self.stop: str | None = None
+        self.busy = False
         self.slow_failures = 0
+
+    def halt(self, result: ExportResult) -> None:
+        self.stop = self.adapter._stop_reason(result)
+        self.busy = result.outcome == Outcome.RETRY
 
     def note(self, kind: str | None, result: ExportResult) -> None:
         if kind in STOP_KINDS:
-            self.stop = self.adapter._stop_reason(result)
+            self.halt(result)
         elif kind in SLOW_KINDS:
             self.slow_failures += 1
             if self.slow_failures >= 2:
-                self.stop = self.adapter._stop_reason(result)
+                self.halt(result)
         else:
             self.slow_failures = 0
+
+    def held_back(self, record: ExportRecord) -> ExportResult:
+        if self.busy:
+            message = f"Not sent: {self.stop} {SENT_AGAIN}"
+            return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY,
+                                errors=[FieldError(None, "not_sent_busy", message)],
+                                message=message)
+        return self.adapter._failed(record, f"Not sent: {self.stop}", code="not_sent")
 
 
 class GenericRestAdapter(SISAdapter):
@@ -311,7 +337,12 @@ class GenericRestAdapter(SISAdapter):
             SettingField("id_location", "Where the new id is", default=LOCATION_HEADER,
                          help="\"Location header\" (its last path segment), or a JSON Pointer "
                               "into the response body such as /id or /data/id."),
-            SettingField("timeout", "Timeout (seconds)", "number", default=30, min=1, max=600),
+            SettingField("timeout", "Timeout (seconds)", "number", default=30, min=1, max=600,
+                         help="How long one step may take: connecting, or a pause in an answer."),
+            SettingField("deadline", "Longest wait for one answer (seconds)", "number",
+                         min=1, max=3600,
+                         help="An answer still not complete after this long is abandoned, "
+                              "however steadily it trickles in. Blank: four times the timeout."),
             SettingField("min_interval", "Minimum interval between requests (seconds)", "number",
                          default=0, min=0, max=60),
             SettingField("max_attempts", "Attempts per request", "integer", default=4, min=1, max=10,
@@ -441,7 +472,8 @@ class GenericRestAdapter(SISAdapter):
                 raise AdapterError(f"Unknown authentication {mode[:30]!r}; choose one of "
                                    f"{', '.join(k for k, _ in AUTH_MODES)}.")
         backoff = self._num("retry_backoff", 1.0, 0, 60)
-        return Transport(base, timeout=self._num("timeout", 30, 1, 600),
+        deadline = self._num("deadline", 0, 0, 3600) or None  # blank: the transport's default
+        return Transport(base, timeout=self._num("timeout", 30, 1, 600), deadline_s=deadline,
                          min_interval=self._num("min_interval", 0, 0, 60),
                          max_attempts=self._num("max_attempts", 4, 1, 10, integer=True),
                          backoff=backoff, max_backoff=max(30.0, backoff * 8),
@@ -598,6 +630,9 @@ class GenericRestAdapter(SISAdapter):
                 return CheckResult(False, self._redact(f"The schema was read, but the SIS could not "
                                                        f"be reached: {exc}"))
             if resp.status_code == 401:
+                if transport.auth is not None:  # the token URL took the credentials
+                    return CheckResult(False, "The schema was read, but "
+                                       + transport.token_refused_message(f"GET {path}"))
                 return CheckResult(False, f"The schema was read, but the SIS refused the credentials "
                                           f"(GET {path} answered HTTP 401). Check the authentication "
                                           f"settings.")
@@ -719,7 +754,7 @@ class GenericRestAdapter(SISAdapter):
 
         def run(i: int, record: ExportRecord, body: Any, send) -> None:
             if guard.stop:
-                results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
+                results[i] = guard.held_back(record)
                 return
             try:
                 result, kind = send()
@@ -742,7 +777,7 @@ class GenericRestAdapter(SISAdapter):
             new: list[tuple[int, ExportRecord, Any]] = []
             for i, record, body in batched:
                 if guard.stop:
-                    results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
+                    results[i] = guard.held_back(record)
                     continue
                 try:
                     found, failure = self._find_existing(transport, api, record, body)
@@ -765,7 +800,7 @@ class GenericRestAdapter(SISAdapter):
             chunk = batched[start:start + size]
             if guard.stop:
                 for i, record, _ in chunk:
-                    results[i] = self._failed(record, f"Not sent: {guard.stop}", code="not_sent")
+                    results[i] = guard.held_back(record)
                 continue
             try:
                 out, kind, statuses = self._send_batch(transport, api, chunk)
@@ -779,7 +814,7 @@ class GenericRestAdapter(SISAdapter):
             for (i, _, _), result in zip(chunk, out):
                 results[i] = result
             if kind in STOP_KINDS or kind in SLOW_KINDS:
-                guard.stop = self._stop_reason(out[0])
+                guard.halt(out[0])
             if api.lookup is not None:
                 # an item the SIS refused as a duplicate (409): find it and update it
                 for (i, record, body), status in zip(chunk, statuses):
@@ -802,10 +837,12 @@ class GenericRestAdapter(SISAdapter):
 
     @staticmethod
     def _stop_reason(result: ExportResult) -> str:
-        text = result.message.replace(NOT_CONFIRMED, "").strip()
+        text = result.message.replace(NOT_CONFIRMED, "").replace(SENT_AGAIN, "").strip()
         for prefix in ("Not synced: ", "Not sent: "):
             if text.startswith(prefix):
                 text = text[len(prefix):]
+        if result.outcome == Outcome.RETRY:
+            return f"held back because the SIS was too busy for an earlier record — {text}"
         return f"held back because the SIS failed for an earlier record — {text}"
 
     def _failed(self, record: ExportRecord, message: str, *, code: str, sent: Any = None,
@@ -830,22 +867,52 @@ class GenericRestAdapter(SISAdapter):
         try:
             resp = transport.request(op.method, self._url(op.path), json=sent, headers=ACCEPT_JSON)
         except TransportError as exc:
-            return self._from_transport_error(record, sent, exc), exc.kind
+            return self._from_transport_error(record, sent, exc, create=True), exc.kind
         result = self._from_response(record, sent, resp, op, False)
         if resp.status_code == 409 and api.lookup is not None:
             return self._resolve_conflict(transport, api, record, body, result)
         return result, ("auth" if resp.status_code in (401, 403) else None)
 
     def _put(self, transport: Transport, api: ApiDescription, record: ExportRecord,
-             body: Any) -> tuple[ExportResult, str | None]:
+             body: Any, *, found: bool = False) -> tuple[ExportResult, str | None]:
+        """Update ``record.sis_id``. ``found``: the id comes from Find existing record a
+        moment ago, not from the core's link."""
         op = api.update
         url = self._url(op.url_path(record.sis_id))
         try:
             resp = transport.request(op.method, url, json=body, headers=ACCEPT_JSON)
         except TransportError as exc:
             return self._from_transport_error(record, body, exc), exc.kind
+        if resp.status_code in (404, 410):
+            return self._gone(record, body, resp, op, found=found), None
         return (self._from_response(record, body, resp, op, True),
                 "auth" if resp.status_code in (401, 403) else None)
+
+    def _gone(self, record: ExportRecord, body: Any, resp, op: OperationRef, *,
+              found: bool) -> ExportResult:
+        """The SIS has no record with the id the update was sent to."""
+        parsed, is_json, text = self._parse(resp)
+        info = self._response_info(resp, parsed, is_json, text)
+        detail, errors, _ = self._error_details(parsed, is_json, text, resp.status_code)
+        d = f": {detail.rstrip('. ')}" if detail else ""
+        field_errors = [e for _, e in errors]
+        if found:
+            # found by Find existing record, gone by the time it was updated: look again
+            message = self._redact(
+                f"Not synced: {FIND_EXISTING} found record {record.sis_id}, but it was gone when "
+                f"it was updated ({op} answered HTTP {resp.status_code}{d}). Nothing was "
+                f"written; it will be looked up and sent again.")
+            return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY,
+                                action="update", message=message, sent=body, response=info,
+                                errors=field_errors + [FieldError(None, "match_gone", message)])
+        message = self._redact(
+            f"Not synced: the SIS has no record with id {record.sis_id} any more ({op} answered "
+            f"HTTP {resp.status_code}{d}): it was deleted, or the SIS was emptied or restored "
+            f"from a backup. Nothing was written; it is sent again without that id, to be "
+            f"matched or created anew.")
+        return ExportResult(record_id=record.record_id, outcome=Outcome.NOT_FOUND,
+                            action="update", message=message, sent=body, response=info,
+                            errors=field_errors + [FieldError(None, "not_found", message)])
 
     def _resolve_conflict(self, transport: Transport, api: ApiDescription, record: ExportRecord,
                           body: Any, conflict: ExportResult) -> tuple[ExportResult, str | None]:
@@ -897,9 +964,17 @@ class GenericRestAdapter(SISAdapter):
             if exc.response is not None:
                 parsed, is_json, text = self._parse(exc.response)
                 info = self._response_info(exc.response, parsed, is_json, text)
+            if _busy(exc):
+                message = self._redact(
+                    f"Not synced: the SIS was too busy to answer {FIND_EXISTING} ({shown}): "
+                    f"{exc} {SENT_AGAIN}")
+                return None, (ExportResult(
+                    record_id=record.record_id, outcome=Outcome.RETRY, message=message,
+                    errors=[FieldError(None, "lookup_busy", message)],
+                    response=_with_lookup(info, shown)), exc.kind)
             return None, (self._failed(
                 record, self._redact(f"Not synced: {FIND_EXISTING} ({shown}) failed, {keep_out}: "
-                                     f"{exc}"),
+                                     f"{exc} Syncing it again is safe: it is looked up first."),
                 code=f"lookup_{exc.kind}", response=_with_lookup(info, shown)), exc.kind)
         status = resp.status_code
         parsed, is_json, text = self._parse(resp)
@@ -951,10 +1026,13 @@ class GenericRestAdapter(SISAdapter):
             return self._failed(found, f"Not sent: {self._redact(str(exc))}", code="schema"), None
         if errors:
             return self._invalid(found, errors, f"{how} (id {found_id}), but "), None
-        result, kind = self._put(transport, api, found, body)
+        result, kind = self._put(transport, api, found, body, found=True)
         if result.ok:
             result.message = self._redact(f"{how} in the SIS (id {found_id}): {result.message}")
             result.action = "update"
+            result.matched_by = self._lookup_label(api)
+        elif result.outcome == Outcome.RETRY:
+            pass  # its message says what happened
         else:
             text = result.message
             for prefix in ("Not synced: ", "Not sent: "):
@@ -975,7 +1053,8 @@ class GenericRestAdapter(SISAdapter):
         try:
             resp = transport.request(op.method, self._url(op.path), json=bodies, headers=ACCEPT_JSON)
         except TransportError as exc:
-            return [self._from_transport_error(r, b, exc) for _, r, b in chunk], exc.kind, none
+            return ([self._from_transport_error(r, b, exc, create=True) for _, r, b in chunk],
+                    exc.kind, none)
         status = resp.status_code
         parsed, is_json, text = self._parse(resp)
         response_info = self._response_info(resp, parsed, is_json, text)
@@ -1068,7 +1147,9 @@ class GenericRestAdapter(SISAdapter):
                                                                "; the answer carried no id for it.")
         return ExportResult(record_id=record.record_id, outcome=Outcome.SUCCEEDED, sis_id=sis_id,
                             action=action, message=message, sent=body,
-                            response={**response_info, "item": self._redact_obj(item)}), item_status
+                            response={**response_info, "item": self._redact_obj(item)},
+                            matched_by=self._natural_key_label(api) if action == "update"
+                            else None), item_status
 
     # ------------------------------------------------------------------ reading answers
     @staticmethod
@@ -1194,6 +1275,9 @@ class GenericRestAdapter(SISAdapter):
         if status in (400, 422):
             return f"Not synced: the SIS refused the record (HTTP {status}){d}"
         if status == 401:
+            if self._transport is not None and self._transport.auth is not None:
+                # OAuth2: the token URL accepted the credentials, the API refused its tokens
+                return "Not synced: " + self._transport.token_refused_message(str(op))
             return (f"Not synced: the SIS refused the credentials (HTTP 401){d}. Check the "
                     f"authentication settings.")
         if status == 403:
@@ -1238,8 +1322,12 @@ class GenericRestAdapter(SISAdapter):
                 action = "update"  # the create operation upserts: 200 means it matched a student
             else:
                 action = None
+            matched_by = (self._natural_key_label(api)
+                          if action == "update" and not update else None)
             verb = {"insert": "Created", "update": "Updated"}.get(action or "", "Accepted")
             message = f"{verb} in the SIS (HTTP {status})"
+            if matched_by:
+                message = f"Updated the record the SIS matched by {matched_by} (HTTP {status})"
             if sis_id:
                 message += f"; id {sis_id}."
             else:
@@ -1248,13 +1336,14 @@ class GenericRestAdapter(SISAdapter):
                             f"{'Location header' if _is_location(where) else 'body at ' + where}).")
             return ExportResult(record_id=record.record_id, outcome=Outcome.SUCCEEDED,
                                 sis_id=sis_id, action=action, message=self._redact(message),
-                                sent=body, response=info)
+                                sent=body, response=info, matched_by=matched_by)
         detail, errors, code = self._error_details(parsed, is_json, text, status)
         message = self._status_message(status, op, record.sis_id if update else None, detail, api)
         return self._failed(record, self._redact(message), code=code, sent=body, response=info,
                             errors=[e for _, e in errors])
 
-    def _from_transport_error(self, record: ExportRecord, body: Any, exc: TransportError) -> ExportResult:
+    def _from_transport_error(self, record: ExportRecord, body: Any, exc: TransportError, *,
+                              create: bool = False) -> ExportResult:
         info = None
         errors: list[FieldError] = []
         if exc.response is not None:
@@ -1262,11 +1351,52 @@ class GenericRestAdapter(SISAdapter):
             info = self._response_info(exc.response, parsed, is_json, text)
             _, pairs, _ = self._error_details(parsed, is_json, text, exc.response.status_code)
             errors = [e for _, e in pairs]
+        if _busy(exc):
+            # 429/503 until the retries ran out: "not now", and by HTTP's rules nothing written
+            message = self._redact(f"Not synced: the SIS was too busy to take it: {exc} "
+                                   f"{SENT_AGAIN}")
+            return ExportResult(record_id=record.record_id, outcome=Outcome.RETRY, sent=body,
+                                response=info, message=message,
+                                errors=errors + [FieldError(None, f"transport_{exc.kind}", message)])
         message = self._redact(f"Not synced: {exc}")
         if exc.kind == "retries":
             message += " " + NOT_CONFIRMED
+        if exc.kind in ("retries", "timeout", "unreachable"):
+            message += " " + self._maybe_saved_note(create)
         return self._failed(record, message, code=f"transport_{exc.kind}", sent=body,
                             response=info, errors=errors)
+
+    def _maybe_saved_note(self, create: bool) -> str:
+        """What an admin should know about a record the SIS may or may not have saved."""
+        if not create:
+            return ("The SIS may have saved it before the answer was lost; syncing again is safe "
+                    "(it updates the same record).")
+        api = self._api
+        if api is not None and api.lookup is not None:
+            return (f"The SIS may have saved it before the answer was lost; syncing again is "
+                    f"safe: {FIND_EXISTING} looks it up first and updates it if it is there.")
+        if api is not None and api.update is None:
+            return ("The SIS may have saved it before the answer was lost; syncing again is safe: "
+                    "the create operation matches it by its natural key.")
+        return (f"The SIS may have saved it before the answer was lost. Check in the SIS before "
+                f"syncing it again: without {FIND_EXISTING} a second sync may create a duplicate.")
+
+    # ------------------------------------------------------------------ matched_by
+    @staticmethod
+    def _labels(api: ApiDescription) -> dict[str, str]:
+        return {f.key: f.label for s in api.sections for f in s.fields}
+
+    def _lookup_label(self, api: ApiDescription) -> str:
+        """matched_by for a record Find existing record found: the fields it matched on."""
+        labels = self._labels(api)
+        keys = list(api.lookup.keys) if api.lookup is not None else []
+        return " and ".join(labels.get(k, k) for k in keys) or FIND_EXISTING
+
+    def _natural_key_label(self, api: ApiDescription) -> str:
+        """matched_by for a record an upserting create matched (Ed-Fi's natural key)."""
+        names = [f.label for s in api.sections for f in s.fields
+                 if "natural key" in (f.help or "")]
+        return f"{' and '.join(names)} (natural key)" if names else "natural key"
 
     # ------------------------------------------------------------------ lifecycle
     def close(self) -> None:

@@ -11,7 +11,25 @@ from generic_helpers import FAST, person, student
 from sis_generic import GenericRestAdapter
 
 
+def busy(server):
+    """make_sis_busy(n): the next n records' first requests answer 503 on every try."""
+    return lambda n: server.set_faults({"status": 503, "times": n * FAST["max_attempts"],
+                                        "retry_after": 0})
+
+
 class TestGenericRestContractOpenAPI(AdapterContract):
+    """POST upserts on the natural key (no update operation): a sent sis_id is not used."""
+
+    contract_updates_by_id = False
+
+    @pytest.fixture
+    def unknown_sis_id(self):
+        return "0" * 32
+
+    @pytest.fixture
+    def make_sis_busy(self, server):
+        return busy(server)
+
     @pytest.fixture
     def adapter(self, server):
         with GenericRestAdapter(server.settings(auth="oauth2", **FAST)) as a:
@@ -27,6 +45,12 @@ class TestGenericRestContractOpenAPI(AdapterContract):
 
 
 class TestGenericRestContractSwagger2(TestGenericRestContractOpenAPI):
+    """Updates by id (PUT); a record sent without one goes to the upserting POST, whose 200
+    does not say whether it matched (the create may answer 200 either way)."""
+
+    contract_updates_by_id = True
+    contract_reports_matched_by = False
+
     @pytest.fixture
     def adapter(self, server):
         settings = server.settings(auth="basic", schema_url="/metadata/data/v3/swagger.json?version=2",
@@ -37,6 +61,14 @@ class TestGenericRestContractSwagger2(TestGenericRestContractOpenAPI):
 
 class TestGenericRestContractJSONSchema(AdapterContract):
     """POST /api/v1/people answers 409 to a repeat; the lookup turns it into an update."""
+
+    @pytest.fixture
+    def unknown_sis_id(self):
+        return "999999"
+
+    @pytest.fixture
+    def make_sis_busy(self, server):
+        return busy(server)
 
     @pytest.fixture
     def adapter(self, people_settings):
@@ -64,3 +96,12 @@ class TestGenericRestContractJSONSchemaArrays(TestGenericRestContractJSONSchema)
                                    lookup_id_location="/data/0/id")
         with GenericRestAdapter(settings) as a:
             yield a
+
+
+@pytest.mark.parametrize("cls", [TestGenericRestContractOpenAPI, TestGenericRestContractSwagger2,
+                                 TestGenericRestContractJSONSchema,
+                                 TestGenericRestContractJSONSchemaArrays])
+def test_the_bundled_contracts_provide_every_optional_fixture(cls):
+    """A bundled configuration never skips a contract check for want of a fixture."""
+    for name in ("sis_count", "unknown_sis_id", "make_sis_busy"):
+        assert getattr(cls, name) is not getattr(AdapterContract, name), (cls.__name__, name)

@@ -58,9 +58,10 @@ def test_update_operation_puts_by_id(make_adapter, server):
     [stored] = server.dump()["students"]
     assert stored["lastSurname"] == "Moreno"
 
-    # a stale SIS id: reported, nothing created
+    # a stale SIS id: NOT_FOUND, nothing created (the core sends it again without the id)
     [gone] = adapter.export([ExportRecord("reg-x", student(8).payload, sis_id="deadbeef")])
-    assert gone.outcome == Outcome.FAILED and "no record with id deadbeef (HTTP 404)" in gone.message
+    assert gone.outcome == Outcome.NOT_FOUND and gone.sis_id is None
+    assert "no record with id deadbeef any more" in gone.message and "HTTP 404" in gone.message
     assert len(server.dump()["students"]) == 1
 
 

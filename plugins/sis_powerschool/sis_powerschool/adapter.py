@@ -11,7 +11,15 @@ lookups are range searches (``local_id=ge=..;local_id=le=..``) over the whole
 export, split only when the range holds many unrelated students, so a sync of
 new students costs one extra request, not one per student. A PowerSchool
 ``INVALID_LOCAL_ID`` answer to an insert (the student appeared meanwhile) is
-resolved the same way.
+resolved the same way. A look-up that fails is narrowed down (the range split in
+halves) so that only the students it concerns are held back, with the true reason.
+
+Per-record truth: an UPDATE of an id PowerSchool no longer has is ``NOT_FOUND`` (the
+core re-sends it without the id); a per-record "busy, try again later" answer, or a
+batch refused with 429/503 after the transport's retries, is ``RETRY`` (nothing was
+saved); a student found by match-before-insert carries ``matched_by``. Students whose
+fate is unknown (answer lost, garbled or too slow) are remembered, and looked up before
+any later insert even when matching is off.
 """
 from __future__ import annotations
 
@@ -56,6 +64,30 @@ EXT_TYPES = {"string": "string", "text": "string", "clob": "string", "integer": 
              "date": "date", "timestamp": "date", "boolean": "boolean"}
 #: after these, sending the rest of an export is no use
 FATAL_KINDS = ("unreachable", "tls", "auth")
+#: a look-up that failed like this is not narrowed down (it would fail again, or the
+#: server is not PowerSchool): every student it concerns is held back
+NO_SPLIT_KINDS = (*FATAL_KINDS, "timeout", "malformed")
+#: look-ups that may fail in one export while narrowing a failure down
+LOOKUP_FAILURE_BUDGET = 8
+#: batches in a row that timed out before the rest of an export is held back
+SLOW_BATCHES_TO_STOP = 2
+#: what match-before-insert reports as ExportResult.matched_by
+MATCHED_BY = {"local_id": "local id", "state_province_id": "state student number"}
+BUSY_CODES = frozenset({"SERVER_BUSY", "BUSY", "TRY_AGAIN", "TOO_MANY_REQUESTS",
+                        "SERVICE_UNAVAILABLE"})
+BUSY_RE = re.compile(r"\bbusy\b|try again later|temporarily unavailable|please try again|"
+                     r"too many requests", re.IGNORECASE)
+NOT_FOUND_CODES = frozenset({"NOT_FOUND", "RECORD_NOT_FOUND", "STUDENT_NOT_FOUND", "INVALID_ID"})
+NOT_FOUND_RE = re.compile(r"(does not|doesn't|do not|must|no longer) exists?|not found|"
+                          r"no (such )?student|unknown (student|id)", re.IGNORECASE)
+#: students whose fate is unknown, remembered per adapter (bounded)
+UNCERTAIN_LIMIT = 50000
+#: the codes of failures after which PowerSchool may or may not hold the student
+UNCERTAIN_CODES = frozenset({"TIMEOUT", "RETRIES", "UNREACHABLE", "MALFORMED",
+                             "MALFORMED_RESPONSE", "MISSING_RESULT", "MISSING_ID",
+                             "MALFORMED_RESULT"})
+SAFE_AGAIN = ("Syncing again is safe: PowerSchool is asked first whether it has the "
+              "student (by Student Number), so it is updated, not duplicated.")
 UNSAFE_Q = re.compile(r"[;,*()=!<>\"'\s]")
 INT_RE = re.compile(r"^-?\d+$")
 
@@ -351,6 +383,12 @@ class Match:
     local_id: str | None = None
     tables: set = field(default_factory=set)
     error: str | None = None
+    code: str = "AMBIGUOUS_MATCH"
+    retry: bool = False  # the error is "PowerSchool is busy": RETRY, not FAILED
+
+    @property
+    def label(self) -> str:
+        return MATCHED_BY.get(self.by, self.by.replace("_", " "))
 
 
 @dataclass
@@ -377,6 +415,8 @@ class PowerSchoolAdapter(SISAdapter):
         self.batch_size = int(_number(s.get("batch_size"), 100, low=1, high=1000))
         self.min_interval = _number(s.get("min_interval_ms"), 0, low=0, high=60000) / 1000.0
         self.timeout = _number(s.get("timeout_s"), 30, low=0.05, high=600)
+        # blank: the transport's default, a few times the timeout
+        self.deadline = _number(s.get("deadline_s"), 0, low=0, high=3600) or None
         self.match_existing = _truthy(s.get("match_existing"), True)
         # advanced, not in the form (tests and benchmarks tune them)
         self.max_attempts = int(_number(s.get("max_attempts"), 5, low=1, high=20))
@@ -384,6 +424,9 @@ class PowerSchoolAdapter(SISAdapter):
         self.max_backoff = _number(s.get("max_backoff"), 30, low=0, high=600)
         self._transport: Transport | None = None
         self._page_size: int | None = None
+        # record ids whose last export may or may not have saved the student
+        self._uncertain: dict[str, None] = {}
+        self._uncertain_lock = threading.Lock()
 
     # ------------------------------------------------------------------ settings
     @classmethod
@@ -401,7 +444,13 @@ class PowerSchoolAdapter(SISAdapter):
                          default=0, min=0, max=60000,
                          help="Match the request interval set for the plugin in PowerSchool."),
             SettingField("timeout_s", "Request timeout (seconds)", "number", default=30,
-                         min=1, max=600),
+                         min=1, max=600,
+                         help="How long one step may take: connecting, or a pause in an answer."),
+            SettingField("deadline_s", "Longest wait for one answer (seconds)", "number",
+                         min=1, max=3600,
+                         help="An answer still not complete after this long is abandoned, "
+                              "however steadily it trickles in. Blank: four times the "
+                              "request timeout."),
             SettingField("match_existing", "Match existing students before insert", "boolean",
                          default=True,
                          help="Look students up by Student Number (and State ID when mapped) "
@@ -421,8 +470,8 @@ class PowerSchoolAdapter(SISAdapter):
             self._transport = Transport(
                 self.server_url, timeout=self.timeout, min_interval=self.min_interval,
                 max_attempts=self.max_attempts, backoff=self.retry_backoff,
-                max_backoff=self.max_backoff, auth=auth, secrets=[self.client_secret],
-                headers={"Accept": "application/json"})
+                max_backoff=self.max_backoff, deadline_s=self.deadline, auth=auth,
+                secrets=[self.client_secret], headers={"Accept": "application/json"})
         return self._transport
 
     def close(self) -> None:
@@ -631,26 +680,42 @@ class PowerSchoolAdapter(SISAdapter):
             return []
         results: dict[str, ExportResult] = {}
         plans = [_Plan(r, r.sis_id or None) for r in records]
-        if self.match_existing:
-            try:
-                matches = self._find_existing([p.record for p in plans if not p.sis_id],
-                                              self._tables_of(records))
-            except TransportError as exc:
-                msg = "Could not look up existing students before inserting: " + self._explain(exc)
-                return [self._failed(r, msg, code="LOOKUP_FAILED") for r in records]
+        with self._uncertain_lock:
+            uncertain = {r.record_id for r in records if r.record_id in self._uncertain}
+        # Match before insert; a student whose earlier export may have saved it is looked
+        # up even when matching is off, so syncing it again never duplicates it.
+        to_match = [p.record for p in plans if not p.sis_id
+                    and (self.match_existing or p.record.record_id in uncertain)]
+        if to_match:
+            matches = self._find_existing(to_match, self._tables_of(to_match))
             for p in plans:
                 m = matches.get(p.record.record_id)
                 if m is None:
                     continue
-                if m.error:
-                    results[p.record.record_id] = self._failed(p.record, m.error, code="AMBIGUOUS_MATCH")
+                if m.error and m.retry:
+                    results[p.record.record_id] = self._retry(p, m.error, code=m.code)
+                elif m.error:
+                    results[p.record.record_id] = self._failed(p.record, m.error, code=m.code)
                 else:
                     p.sis_id, p.match = m.dcid, m
         todo = [p for p in plans if p.record.record_id not in results]
         self._send(todo, results)
-        if self.match_existing:
-            self._resolve_duplicates(todo, results)
-        return [results[r.record_id] for r in records]
+        self._resolve_duplicates([p for p in todo if self.match_existing
+                                  or p.record.record_id in uncertain], results)
+        out = [results[r.record_id] for r in records]
+        self._remember_uncertain(out)
+        return out
+
+    def _remember_uncertain(self, results: list[ExportResult]) -> None:
+        with self._uncertain_lock:
+            for r in results:
+                if r.outcome == Outcome.FAILED and any(e.code in UNCERTAIN_CODES for e in r.errors):
+                    self._uncertain.pop(r.record_id, None)
+                    self._uncertain[r.record_id] = None
+                elif r.outcome != Outcome.FAILED:
+                    self._uncertain.pop(r.record_id, None)
+            while len(self._uncertain) > UNCERTAIN_LIMIT:
+                self._uncertain.pop(next(iter(self._uncertain)))
 
     @staticmethod
     def _tables_of(records: Iterable[ExportRecord]) -> list[str]:
@@ -670,6 +735,15 @@ class PowerSchoolAdapter(SISAdapter):
         return ExportResult(record_id=record.record_id, outcome=Outcome.FAILED, action=action,
                             errors=errors or [FieldError(None, code, message)], message=message,
                             sent=sent, response=response)
+
+    @staticmethod
+    def _retry(p: _Plan, message: str, *, code: str, errors: list[FieldError] | None = None,
+               response: Any = None) -> ExportResult:
+        """``Outcome.RETRY``: PowerSchool did not take the student now; nothing was saved."""
+        return ExportResult(record_id=p.record.record_id, outcome=Outcome.RETRY,
+                            action="update" if p.sis_id else "insert",
+                            errors=list(errors or []) + [FieldError(None, code, message)],
+                            message=message, sent=p.body, response=response)
 
     def _send(self, plans: list[_Plan], results: dict[str, ExportResult]) -> None:
         """POST the plans in batches, one request in flight at a time.
@@ -693,6 +767,7 @@ class PowerSchoolAdapter(SISAdapter):
         todo: queue.Queue = queue.Queue()
         done: queue.Queue = queue.Queue()
         fatal: list[str] = []
+        slow = [0]  # batches in a row that timed out
 
         def sender() -> None:
             while True:
@@ -713,9 +788,15 @@ class PowerSchoolAdapter(SISAdapter):
                 if isinstance(outcome, TransportError) and outcome.kind in FATAL_KINDS:
                     fatal.append(self._explain(outcome))
                 elif isinstance(outcome, httpx.Response) and outcome.status_code == 401:
-                    fatal.append("PowerSchool refused the access token (HTTP 401) even after "
-                                 "fetching a new one: check the client ID, client secret and "
-                                 "the plugin's access.")
+                    fatal.append(self.transport.token_refused_message(f"POST {STUDENT_PATH}"))
+                if isinstance(outcome, TransportError) and outcome.kind == "timeout":
+                    slow[0] += 1
+                    if slow[0] >= SLOW_BATCHES_TO_STOP and not fatal:
+                        fatal.append(f"Not sent: PowerSchool answered {slow[0]} batches in a "
+                                     f"row too slowly, so the rest was held back. "
+                                     f"{self._explain(outcome)}")
+                else:
+                    slow[0] = 0
                 done.put((chunk, outcome))
 
         thread = threading.Thread(target=sender, name="powerschool-sender", daemon=True)
@@ -797,9 +878,16 @@ class PowerSchoolAdapter(SISAdapter):
         if isinstance(response, TransportError):
             exc = response
             message = self._explain(exc)
-            if exc.kind in ("timeout", "retries"):
-                message += (" Some students may have been saved; syncing them again is safe "
-                            "(existing students are matched, not duplicated).")
+            if _busy(exc):
+                # "come back later": by HTTP's rules nothing of the batch was taken
+                for p in chunk:
+                    results[p.record.record_id] = self._retry(
+                        p, f"PowerSchool was too busy to take this batch ({message}). Nothing "
+                           f"was saved; it will be sent again shortly.", code="SIS_BUSY")
+                return None
+            if exc.kind in ("timeout", "retries", "unreachable"):
+                message += (" PowerSchool may have saved some of these students before the "
+                            "answer was lost. " + SAFE_AGAIN)
             fail_all(message, exc.kind.upper())
             return message if exc.kind in FATAL_KINDS else None
         if not response.is_success:
@@ -814,13 +902,16 @@ class PowerSchoolAdapter(SISAdapter):
                 message = f"PowerSchool refused the batch (HTTP {response.status_code})" + (
                     f": {self.transport.redact(str(detail))[:300]}" if detail else ".")
                 errors = None
+            if response.status_code == 401:
+                message = self.transport.token_refused_message(f"POST {STUDENT_PATH}")
             fail_all(message, f"HTTP_{response.status_code}", errors, answer)
             return message if response.status_code == 401 else None
         answer = _json_or_none(response)
         container = answer.get("results") if isinstance(answer, Mapping) else None
         if not isinstance(container, Mapping):
-            fail_all("PowerSchool answered with a body that could not be read; some students "
-                     "may have been saved. Syncing them again is safe.", "MALFORMED_RESPONSE")
+            fail_all("PowerSchool answered with a body that could not be read, so these "
+                     "students may or may not have been saved. " + SAFE_AGAIN,
+                     "MALFORMED_RESPONSE")
             return None
         by_uid: dict[str, Mapping] = {}
         for item in as_list(container.get("result")):
@@ -832,7 +923,7 @@ class PowerSchoolAdapter(SISAdapter):
             if item is None:
                 results[rid] = self._failed(
                     p.record, "PowerSchool's answer did not mention this student, so it may or "
-                              "may not have been saved. Syncing it again is safe.",
+                              "may not have been saved. " + SAFE_AGAIN,
                     code="MISSING_RESULT", sent=p.body, action=self._action(p))
                 continue
             results[rid] = self._result(p, item)
@@ -851,28 +942,49 @@ class PowerSchoolAdapter(SISAdapter):
             if sis_id is None and not p.sis_id:
                 return self._failed(
                     p.record, "PowerSchool said the student was saved but did not give its id, "
-                              "so it cannot be linked. Syncing it again is safe (it will be "
-                              "matched by Student Number, not duplicated).",
+                              "so it cannot be linked. " + SAFE_AGAIN,
                     code="MISSING_ID", sent=p.body, response=dict(item), action=action)
             sis_id = sis_id or p.sis_id
             if action == "insert":
                 message = f"Inserted as PowerSchool student {sis_id}."
             elif p.match is not None:
-                message = (f"Updated PowerSchool student {sis_id} (an existing student matched "
-                           f"by {p.match.by}).")
+                message = (f"Updated PowerSchool student {sis_id}: an existing student, matched "
+                           f"by {p.match.label} ({p.match.by}).")
             else:
                 message = f"Updated PowerSchool student {sis_id}."
             return ExportResult(record_id=p.record.record_id, outcome=Outcome.SUCCEEDED,
                                 sis_id=sis_id, action=action, message=message,
-                                sent=p.body, response=dict(item))
+                                sent=p.body, response=dict(item),
+                                matched_by=p.match.label if p.match is not None else None)
         if status != "ERROR" and not item.get("error_message"):
             shown = f" {self.transport.redact(status)[:40]!r}" if status else ""
             return self._failed(
                 p.record, f"PowerSchool's answer for this student has no usable status{shown}, "
-                          f"so it may or may not have been saved. Syncing it again is safe.",
+                          f"so it may or may not have been saved. " + SAFE_AGAIN,
                 code="MALFORMED_RESULT", sent=p.body, response=dict(item), action=action)
         errors = _errors_of(item)
         message = "; ".join(f"{e.field}: {e.message}" if e.field else e.message for e in errors)
+        message = self.transport.redact(message)
+        if any(_is_busy(e) for e in errors):
+            return self._retry(p, f"PowerSchool was busy and did not take this student "
+                                  f"({message}). Nothing was saved; it will be sent again "
+                                  f"shortly.", code="SIS_BUSY", errors=errors,
+                               response=dict(item))
+        if p.sis_id and any(_is_missing_id(e, p.sis_id) for e in errors):
+            if p.match is None:
+                return ExportResult(
+                    record_id=p.record.record_id, outcome=Outcome.NOT_FOUND, action="update",
+                    errors=errors, sent=p.body, response=dict(item),
+                    message=(f"PowerSchool has no student with id {p.sis_id} any more "
+                             f"({message}): it was deleted, or PowerSchool was emptied or "
+                             f"restored from a backup. Nothing was saved; the student is sent "
+                             f"again without that id, to be matched by Student Number or "
+                             f"inserted."))
+            # found by match-before-insert a moment ago, gone now: look it up afresh
+            return self._retry(p, f"PowerSchool student {p.sis_id}, matched by "
+                                  f"{p.match.label}, was gone when it was updated ({message}). "
+                                  f"Nothing was saved; it will be looked up and sent again.",
+                               code="MATCH_GONE", errors=errors, response=dict(item))
         return ExportResult(record_id=p.record.record_id, outcome=Outcome.FAILED,
                             sis_id=p.sis_id, action=action, errors=errors,
                             message=self.transport.redact(message), sent=p.body,
@@ -889,11 +1001,10 @@ class PowerSchoolAdapter(SISAdapter):
                 retry.append(p)
         if not retry:
             return
-        try:
-            found = self._lookup("local_id", {_norm_id(p.record.payload["local_id"]) for p in retry},
-                                 self._tables_of(p.record for p in retry))
-        except TransportError:
-            return  # keep the INVALID_LOCAL_ID answers; they are true
+        found, _lost = self._lookup_narrowing(
+            "local_id", {_norm_id(p.record.payload["local_id"]) for p in retry},
+            self._tables_of(p.record for p in retry), [LOOKUP_FAILURE_BUDGET])
+        # where the look-up failed, the INVALID_LOCAL_ID answers stand: they are true
         again = []
         for p in retry:
             studs = found.get(_norm_id(p.record.payload["local_id"]), [])
@@ -915,17 +1026,25 @@ class PowerSchoolAdapter(SISAdapter):
         return self._page_size
 
     def _find_existing(self, records: list[ExportRecord], tables: list[str]) -> dict[str, Match]:
+        """Match before insert: {record_id: Match} for students PowerSchool already has, and
+        a Match with ``error`` for each student that cannot be inserted safely (several
+        matches, or a look-up that failed for it)."""
         matches: dict[str, Match] = {}
         if not records:
             return matches
+        budget = [LOOKUP_FAILURE_BUDGET]
         by_local: dict[str, list[ExportRecord]] = {}
         for r in records:
             lid = _norm_id(r.payload.get("local_id"))
             if lid is not None:
                 by_local.setdefault(lid, []).append(r)
         if by_local:
-            found = self._lookup("local_id", set(by_local), tables)
+            found, lost = self._lookup_narrowing("local_id", set(by_local), tables, budget)
             for lid, recs in by_local.items():
+                if lid in lost:
+                    for r in recs:
+                        matches[r.record_id] = self._lookup_failed("Student Number", lid, lost[lid])
+                    continue
                 studs = [s for s in found.get(lid, []) if s.get("id") is not None]
                 if studs:
                     for r in recs:
@@ -938,8 +1057,12 @@ class PowerSchoolAdapter(SISAdapter):
             if sid is not None:
                 by_state.setdefault(sid, []).append(r)
         if by_state:
-            found = self._lookup("state_province_id", set(by_state), tables)
+            found, lost = self._lookup_narrowing("state_province_id", set(by_state), tables, budget)
             for sid, recs in by_state.items():
+                if sid in lost:
+                    for r in recs:
+                        matches[r.record_id] = self._lookup_failed("state ID", sid, lost[sid])
+                    continue
                 studs = [s for s in found.get(sid, []) if s.get("id") is not None]
                 for r in recs:
                     if len(studs) == 1:
@@ -950,6 +1073,54 @@ class PowerSchoolAdapter(SISAdapter):
                             f"{len(studs)} PowerSchool students share state ID {sid} (ids {ids}); "
                             f"not guessing which one this is. Fix the duplicate in PowerSchool."))
         return matches
+
+    def _lookup_failed(self, what: str, value: str, exc: TransportError) -> Match:
+        if _busy(exc):
+            return Match(code="SIS_BUSY", retry=True, error=(
+                f"PowerSchool was too busy to look up whether it already has the student with "
+                f"{what} {value} ({self._explain(exc)}). Nothing was saved; it will be sent "
+                f"again shortly."))
+        return Match(code="LOOKUP_FAILED", error=(
+            f"Not inserted: could not look up whether PowerSchool already has the student with "
+            f"{what} {value}, so it was not inserted (it may already be there, and inserting "
+            f"would duplicate it). Could not look up existing students: {self._explain(exc)} "
+            f"Syncing it again is safe: it is looked up first."))
+
+    def _lookup_narrowing(self, fieldname: str, values: set[str], tables: list[str],
+                          budget: list[int]) -> tuple[dict[str, list[dict]], dict[str, TransportError]]:
+        """``_lookup`` that fails only the values it must: (found, {value: error}).
+
+        A failed look-up of many values is split in halves and each half asked again, so
+        one value PowerSchool cannot search (or one bad page) holds back only its own
+        students, not a whole batch. Errors that would only repeat (unreachable, TLS,
+        credentials, too slow, not PowerSchool) are not split, and at most ``budget[0]``
+        failures are split in one export before the rest fails with the same reason.
+        """
+        found: dict[str, list[dict]] = {}
+        lost: dict[str, TransportError] = {}
+        pending = [sorted(values, key=lambda v: (not INT_RE.match(v), int(v) if INT_RE.match(v) else 0, v))]
+        while pending:
+            group = pending.pop(0)
+            try:
+                part = self._lookup(fieldname, set(group), tables)
+            except TransportError as exc:
+                budget[0] -= 1
+                stop = exc.kind in NO_SPLIT_KINDS or _busy(exc) or budget[0] <= 0
+                if len(group) == 1 or stop:
+                    for v in group:
+                        lost[v] = exc
+                    if stop:
+                        for rest in pending:
+                            for v in rest:
+                                lost[v] = exc
+                        pending = []
+                    continue
+                mid = len(group) // 2
+                pending[:0] = [group[:mid], group[mid:]]
+                continue
+            for key, studs in part.items():
+                found.setdefault(key, []).extend(studs)
+        return found, lost
 
     def _lookup(self, fieldname: str, values: set[str], tables: list[str]) -> dict[str, list[dict]]:
         """Students whose ``fieldname`` is one of ``values``, by normalised value."""
@@ -1003,6 +1174,28 @@ class PowerSchoolAdapter(SISAdapter):
                         bucket.append(s)
             if len(students) < size:
                 break
+
+
+def _busy(exc: TransportError) -> bool:
+    """PowerSchool kept answering "later" (429/503) past the retries, or asked to wait
+    longer than Enroll Sync waits."""
+    return exc.kind == "retries" and exc.status in (429, 503)
+
+
+def _is_busy(e: FieldError) -> bool:
+    """A per-record "busy, try again later" answer."""
+    return e.code.upper() in BUSY_CODES or bool(BUSY_RE.search(e.message))
+
+
+def _is_missing_id(e: FieldError, sis_id: str) -> bool:
+    """A per-record answer that the student's id (DCID) does not exist (or "must exist")."""
+    if e.field not in (None, "id"):
+        return False
+    if NOT_FOUND_RE.search(e.message):
+        return True
+    # INVALID_ID alone: only when the id cannot be a PowerSchool id at all
+    return e.code.upper() in NOT_FOUND_CODES and (e.code.upper() != "INVALID_ID"
+                                                  or not INT_RE.match(str(sis_id)))
 
 
 def _match_of(student: Mapping, by: str) -> Match:

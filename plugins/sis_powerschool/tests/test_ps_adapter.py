@@ -27,7 +27,8 @@ def lookups(sandbox):
 def test_settings_schema():
     fields = {f.key: f for f in PowerSchoolAdapter.settings_schema()}
     assert list(fields) == ["server_url", "client_id", "client_secret", "batch_size",
-                            "min_interval_ms", "timeout_s", "match_existing"]
+                            "min_interval_ms", "timeout_s", "deadline_s", "match_existing"]
+    assert fields["deadline_s"].default is None, "blank: a few times the timeout"
     assert fields["client_secret"].type == "secret" and fields["client_secret"].default is None
     assert fields["match_existing"].type == "boolean" and fields["match_existing"].default is True
     assert fields["server_url"].type == "url" and fields["server_url"].required
@@ -212,7 +213,9 @@ def test_match_before_insert_second_sync_updates(adapter, sandbox):
     second = by_id(adapter.export(changed))
     assert all(r.ok and r.action == "update" for r in second.values()), [r.message for r in second.values()]
     assert {k: r.sis_id for k, r in second.items()} == {k: r.sis_id for k, r in first.items()}
-    assert "matched by local_id" in second[records[0].record_id].message
+    assert "matched by local id (local_id)" in second[records[0].record_id].message
+    assert all(r.matched_by == "local id" for r in second.values())
+    assert all(r.matched_by is None for r in first.values())
     dump = sandbox.dump()
     assert len(dump) == 4, "no duplicate students"
     assert len({s["local_id"] for s in dump}) == 4

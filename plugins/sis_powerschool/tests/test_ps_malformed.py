@@ -127,7 +127,8 @@ def test_unreadable_batch_answer_fails_the_batch(adapter, sandbox, kind):
     results = adapter.export([record(), record()])
     assert all(r.outcome == Outcome.FAILED for r in results)
     assert all(r.errors[0].code == "MALFORMED_RESPONSE" for r in results)
-    assert "Syncing them again is safe" in results[0].message
+    assert "may or may not have been saved" in results[0].message
+    assert "Syncing again is safe" in results[0].message
 
 
 def test_an_answer_without_results_fails_each_record(adapter, sandbox):
