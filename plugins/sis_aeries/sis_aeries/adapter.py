@@ -382,6 +382,7 @@ class AeriesAdapter(SISAdapter):
         self.batch_size = int(_number(s.get("batch_size"), 100, low=1, high=1000))
         self.min_interval = _number(s.get("min_interval_ms"), 0, low=0, high=60000) / 1000.0
         self.timeout = _number(s.get("timeout_s"), 30, low=0.05, high=600)
+        self.deadline = _number(s.get("deadline_s"), 0, low=0, high=3600) or None
         # advanced, not in the form (tests tune them)
         self.max_attempts = int(_number(s.get("max_attempts"), 5, low=1, high=20))
         self.retry_backoff = _number(s.get("retry_backoff"), 0.5, low=0, high=60)
@@ -409,6 +410,9 @@ class AeriesAdapter(SISAdapter):
             SettingField("min_interval_ms", "Minimum interval between requests (ms)", "integer",
                          default=0, min=0, max=60000),
             SettingField("timeout_s", "Request timeout (seconds)", "number", default=30, min=1, max=600),
+            SettingField("deadline_s", "Longest wait for one answer (seconds)", "number", min=1, max=3600,
+                         help="An answer still arriving after this is abandoned (an insert is then "
+                              "looked up before it is sent again). Blank: four times the timeout."),
         ]
 
     # ------------------------------------------------------------------ transport
@@ -424,7 +428,7 @@ class AeriesAdapter(SISAdapter):
             self._transport = Transport(
                 self.server_url, timeout=self.timeout, min_interval=self.min_interval,
                 max_attempts=self.max_attempts, backoff=self.retry_backoff,
-                max_backoff=self.max_backoff, secrets=[self.certificate],
+                max_backoff=self.max_backoff, deadline_s=self.deadline, secrets=[self.certificate],
                 headers={"Accept": "application/json", "AERIES-CERT": self.certificate})
         return self._transport
 

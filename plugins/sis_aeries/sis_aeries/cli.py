@@ -33,6 +33,7 @@ FAULT_FLAGS = {
     "malformed": "malformed",
     "malformed_kind": "malformed_kind",
     "malformed_body": "malformed_body",
+    "busy_writes": "busy_writes",
     "lost_answers": "lost_answers",
     "drip": "drip",
     "drip_ms": "drip_ms",
@@ -104,6 +105,10 @@ _D = DEFAULT_FAULTS
               type=click.Choice(list(MALFORMED_KINDS)), help=f"Which broken body. {_KINDS}.")
 @click.option("--malformed-body", default=None,
               help="Send exactly this text (as application/json) for --malformed instead.")
+@click.option("--busy-writes", default=0, show_default=True, type=int,
+              help="The next N writes (InsertStudent, UpdateStudent, InsertContact, UpdateContact) "
+                   "answer 503 'busy, try again later' (with --retry-after, else Retry-After: 0); "
+                   "not processed.")
 @click.option("--lost-answers", default=0, show_default=True, type=int,
               help="The next N writes (InsertStudent, UpdateStudent, contacts) under --fault-path "
                    "are saved, then answered 500 (the answer is lost).")

@@ -242,6 +242,7 @@ DEFAULT_FAULTS: dict[str, Any] = {
     "malformed": 0,                  # the next N API requests answer 200 with a broken body
     "malformed_kind": "truncated",   # which broken body: see MALFORMED_KINDS
     "malformed_body": None,          # or exactly this text (JSON content type)
+    "busy_writes": 0,                # the next N writes (Insert*/Update*) answer 503 "busy"
     "lost_answers": 0,               # the next N writes under fault_path are SAVED, then answered 500
     "drip": 0,                       # the next N API answers trickle out in small chunks
     "drip_ms": 50,                   # pause between two chunks of a dripped answer
@@ -766,6 +767,12 @@ def create_app(store: SandboxStore) -> Flask:
                 return malformed_response(faults.get("malformed_kind"), faults.get("malformed_body"),
                                           bool(_ARRAY_PATH.match(path)))
             g.drip = store.take("drip")
+        if request.method == "POST" and re.search(r"/(Insert|Update)(Student|Contact)", path) \
+                and store.take("busy_writes"):
+            request.get_data()
+            r = fail(503, "The server is busy processing other requests. Please try again later.")
+            r.headers["Retry-After"] = str(store.faults.get("retry_after") or 0)
+            return r
         if faults["timeout_rate"] and store.rng.random() < faults["timeout_rate"]:
             time.sleep(faults["hang_s"])
             return fail(500, "sandbox: simulated timeout (the request was not processed)")

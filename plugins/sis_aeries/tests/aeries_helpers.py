@@ -5,6 +5,9 @@ import itertools
 
 _n = itertools.count(1)
 
+#: tiny backoffs so retry tests stay fast (advanced adapter settings, not in the form)
+FAST = {"retry_backoff": 0.005, "max_backoff": 0.05, "max_attempts": 4, "timeout_s": 2}
+
 
 def unique_last_name(prefix: str = "Rivera") -> str:
     return f"{prefix}{next(_n):05d}"

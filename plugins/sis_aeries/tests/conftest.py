@@ -5,6 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
+from aeries_helpers import FAST
 from sis_aeries.sandbox import serve_in_thread
 
 
@@ -31,8 +32,6 @@ def api(sandbox):
                       timeout=10) as client:
         yield client
 
-
-FAST = {"retry_backoff": 0.005, "max_backoff": 0.05, "max_attempts": 4, "timeout_s": 2}
 
 
 @pytest.fixture

@@ -4,6 +4,7 @@ renumbered SIS, ignored fields, Aeries' errors) and the hooks."""
 from __future__ import annotations
 
 import logging
+import time
 
 import pytest
 
@@ -30,7 +31,8 @@ def stored(sandbox, sis_id):
 def test_settings_schema():
     fields = {f.key: f for f in AeriesAdapter.settings_schema()}
     assert list(fields) == ["server_url", "certificate", "school_year", "batch_size", "min_interval_ms",
-                            "timeout_s"]
+                            "timeout_s", "deadline_s"]
+    assert fields["deadline_s"].default is None, "blank: four times the timeout"
     assert fields["certificate"].type == "secret" and fields["certificate"].default is None
     assert fields["school_year"].required and fields["school_year"].type == "integer"
     assert settings_schema_problems(AeriesAdapter.settings_schema()) == []
@@ -605,3 +607,26 @@ def test_a_student_renamed_by_hand_in_aeries_is_still_updated(adapter, sandbox):
     httpx.post(sandbox.url + f"/sandbox/students/{first.sis_id}/change", json={"fields": {"LastName": "Married"}})
     [r] = adapter.export([ExportRecord(rec.record_id, rec.payload, sis_id=first.sis_id)])
     assert r.outcome == Outcome.SUCCEEDED and r.sis_id == first.sis_id, "first name and birth date agree"
+
+
+def test_the_deadline_comes_from_the_settings(make_adapter):
+    assert make_adapter(timeout_s=2).transport.deadline_s == 8
+    assert make_adapter(timeout_s=2, deadline_s="3").transport.deadline_s == 3
+
+
+def test_an_insert_answer_too_slow_for_the_deadline_is_looked_up_not_sent_again(make_adapter, sandbox):
+    sandbox.set_faults(drip=1, drip_ms=200, drip_bytes=16, fault_path="/api/v5/schools/990/InsertStudent")
+    started = time.monotonic()
+    [r] = make_adapter(deadline_s=1).export([record()])
+    assert time.monotonic() - started < 8
+    assert r.outcome == Outcome.SUCCEEDED and r.action == "insert", r.message
+    assert sandbox.count() == 1 and len(posts(sandbox, "InsertStudent")) == 1
+
+
+def test_busy_writes_end_in_retry_and_reads_are_not_busy(adapter, sandbox):
+    sandbox.set_faults(busy_writes=4, retry_after="0")
+    [r] = adapter.export([rec := record()])
+    assert r.outcome == Outcome.RETRY and "busy" in r.message and sandbox.count() == 0
+    assert [p["status"] for p in posts(sandbox)] == [503] * 4
+    [again] = adapter.export([rec])
+    assert again.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
