@@ -1034,8 +1034,8 @@ class AeriesAdapter(SISAdapter):
         if status >= 500:
             message = (f"Gave up on {where} after {self.max_attempts} attempts: the last answer was HTTP "
                        f"{status}" + (f' ("{self.transport.redact(msg)[:300]}")' if msg else "") + ". The "
-                       f"student may or may not have been saved; syncing it again is safe (existing "
-                       f"students are matched by name and birth date).")
+                       "student may or may not have been saved; syncing it again is safe (existing "
+                       "students are matched by name and birth date).")
         stop = message if status in (401, 403, 404, 501) else None
         return self._failed(p.record, message, code=f"HTTP_{status}", sent=sent, action=action,
                             sis_id=p.sis_id, response=_json(response)), stop

@@ -8,7 +8,7 @@ import time
 
 import pytest
 
-from aeries_helpers import payload, posts, record
+from aeries_helpers import posts, record
 from enroll_sync import ExportRecord, Outcome
 from enroll_sync.testing import settings_schema_problems, target_field_problems
 from sis_aeries import plugin
