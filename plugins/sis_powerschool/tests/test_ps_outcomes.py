@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from enroll_sync.adapters import ExportRecord, Outcome
+from enroll_sync import ExportRecord, Outcome
 from ps_helpers import next_local_id, record
 from sis_powerschool.adapter import LOOKUP_FAILURE_BUDGET, Match
 

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
+from enroll_sync import OAuth2ClientCredentials, Transport, TransportError
 
 
 def make_transport(sandbox, **kw):

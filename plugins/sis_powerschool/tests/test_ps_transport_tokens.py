@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from enroll_sync.transport import OAuth2ClientCredentials, Transport, TransportError
+from enroll_sync import OAuth2ClientCredentials, Transport, TransportError
 
 
 def make_transport(sandbox, **kw):
