@@ -37,7 +37,7 @@ SETTINGS = {
     "JOB_STALE_SECONDS": ("60", "After this long without a heartbeat a task's records are taken back."),
     "JOB_RECOVERY_SECONDS": ("15", "How often workers look for dead tasks."),
     "JOB_POLL_SECONDS": ("0.5", "Wait between tries while another job holds a registration."),
-    "JOB_RETRY_ATTEMPTS": ("3", "Times a record the SIS asks to try again later is sent again before it is Failed."),
+    "JOB_RETRY_ATTEMPTS": ("2", "Times a record the SIS asks to try again later is sent again before it is Failed."),
     "JOB_RETRY_BACKOFF_SECONDS": ("0.5", "First wait before sending such a record again (doubling each time)."),
     "DRY_RUN_MAX": ("20000", "The most registrations one Dry run checks (about 2 s)."),
     "DRY_RUN_SECONDS": ("20", "Time budget of one Dry run in seconds."),
@@ -113,7 +113,7 @@ class JobSettings:
     recovery: float = 15.0       # JOB_RECOVERY_SECONDS
     poll: float = 0.5            # JOB_POLL_SECONDS
     batches_per_export: int = 5  # JOB_BATCHES_PER_EXPORT
-    retry_attempts: int = 3      # JOB_RETRY_ATTEMPTS
+    retry_attempts: int = 2      # JOB_RETRY_ATTEMPTS
     retry_backoff: float = 0.5   # JOB_RETRY_BACKOFF_SECONDS
 
 

@@ -333,3 +333,29 @@ def test_the_registration_page_lists_links_and_unlink_is_recorded(app, live, log
     csv_text = admin.get("/settings/sync-logs/links.csv").text
     assert csv_text.splitlines()[0].startswith("SchoolMint ID,Student,Connection,SIS ID,How")
     assert sis_id not in csv_text.split(reg.student.schoolmint_id, 1)[-1].splitlines()[0]
+
+
+def test_records_the_sis_asks_to_try_again_are_sent_again_and_succeed(app, ps_a):
+    """PowerSchool answers "busy, try again later" for single records inside a batch
+    (HTTP 200): the job sends those again after a short wait instead of failing them."""
+    connect_to_sandbox(app, ps_a)
+    app.config["JOB_RETRY_BACKOFF_SECONDS"] = 0.05
+    regs = syncable(app)
+    ps_a.set_faults(busy_records=4)
+    done = items(app, sync_all(app).id)
+    assert {i.status for i in done} == {"Succeeded"}, {i.reason for i in done}
+    assert sorted(ps_ids(ps_a)) == sorted(str(r.form_id) for r in regs)  # each stored once
+
+
+def test_a_sis_that_stays_busy_ends_failed_with_a_true_reason(app, ps_a):
+    connect_to_sandbox(app, ps_a)
+    app.config["JOB_RETRY_BACKOFF_SECONDS"] = 0.05
+    regs = syncable(app)[:3]
+    ps_a.set_faults(busy_records=1000)
+    with app.app_context(), database.connection_context():
+        job = jobs.create_job(app, _org(app), None, Selection(ids=tuple(r.id for r in regs)))
+        runner.run_job(app, job.id)
+    done = items(app, job.id)
+    assert {i.status for i in done} == {"Failed"}
+    assert all(i.reason.startswith("The SIS asked to try again later 3 times") for i in done), done[0].reason
+    assert ps_ids(ps_a) == {}

@@ -143,8 +143,9 @@ def _student_posts(sandbox):
     ({"fail_500": 50}, {}, "Failed", 3),
     # a 429 burst with Retry-After: waited out, then accepted
     ({"burst_429": 2, "retry_after": "0"}, {}, "Succeeded", 3),
-    # throttled on every attempt: Failed, bounded
-    ({"burst_429": 50, "retry_after": "0"}, {}, "Failed", 3),
+    # throttled on every attempt: the adapter gives up after 3 tries and says RETRY; the job
+    # sends it again JOB_RETRY_ATTEMPTS (2) times, 3 tries each; then Failed, bounded
+    ({"burst_429": 50, "retry_after": "0"}, {}, "Failed", 9),
     # one timeout (the SIS hangs longer than the adapter waits): retried, accepted
     ({"timeouts": 1, "hang_s": 1.0}, {"timeout_s": 0.3}, "Succeeded", 2),
     # timeouts on every attempt: Failed, bounded
@@ -169,6 +170,8 @@ def test_sis_faults_end_in_true_statuses_with_bounded_retries(app, sandbox, faul
         if expect == "Failed":
             reason = next(iter(items.values())).reason
             assert reason and ("500" in reason or "429" in reason or "time" in reason.lower()), reason
+            if "429" in str(fault):
+                assert reason.startswith("The SIS asked to try again later 3 times"), reason
             assert not SisLink.select().where(SisLink.student.in_([r.student_id for r in regs])).exists()
     # a hung request is logged by the sandbox when it finally answers (after hang_s)
     wait_for(lambda: len(_student_posts(sandbox)) >= posts, timeout=5, message=f"{posts} POSTs")
