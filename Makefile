@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 SANDBOX_PORT ?= 5001
 EDFI_PORT ?= 5002
+AERIES_PORT ?= 5003
 PORT ?= 5000
 PYTEST_ARGS ?=
 
@@ -11,11 +12,13 @@ PYTEST_ARGS ?=
 
 setup: $(VENV)/.installed assets
 
-$(VENV)/.installed: pyproject.toml plugins/sis_powerschool/pyproject.toml plugins/sis_generic/pyproject.toml
+$(VENV)/.installed: pyproject.toml plugins/sis_powerschool/pyproject.toml plugins/sis_generic/pyproject.toml \
+		plugins/sis_aeries/pyproject.toml
 	@$(PYTHON) -c 'import sys; assert sys.version_info >= (3, 11), "Enroll Sync needs Python 3.11 or newer"'
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/sis_powerschool -e plugins/sis_generic
+	$(BIN)/python -m pip install --quiet -e '.[test]' -e plugins/sis_powerschool -e plugins/sis_generic \
+	  -e plugins/sis_aeries
 	touch $@
 
 assets: static/vendor/.installed
@@ -31,15 +34,19 @@ migrate: setup
 	$(BIN)/enroll-sync db upgrade
 
 # Serve the demo: the PowerSchool sandbox on $(SANDBOX_PORT), an Ed-Fi-style sandbox on
-# $(EDFI_PORT), the app (with its in-process sync worker) on $(PORT).
+# $(EDFI_PORT), the Aeries sandbox on $(AERIES_PORT), the app (with its in-process sync
+# worker) on $(PORT).
 run: migrate
 	@mkdir -p instance
 	@$(BIN)/enroll-sync demo --sandbox-url powerschool=http://127.0.0.1:$(SANDBOX_PORT) \
-	  --sandbox-url edfi=http://127.0.0.1:$(EDFI_PORT)
-	@echo "Sandboxes: PowerSchool on http://127.0.0.1:$(SANDBOX_PORT), Ed-Fi on http://127.0.0.1:$(EDFI_PORT)"
+	  --sandbox-url edfi=http://127.0.0.1:$(EDFI_PORT) \
+	  --sandbox-url aeries=http://127.0.0.1:$(AERIES_PORT)
+	@echo "Sandboxes: PowerSchool on http://127.0.0.1:$(SANDBOX_PORT), Ed-Fi on http://127.0.0.1:$(EDFI_PORT), Aeries on http://127.0.0.1:$(AERIES_PORT)"
 	@$(BIN)/enroll-sync sandbox powerschool --port $(SANDBOX_PORT) --db instance/powerschool_sandbox.db & ps=$$!; \
 	  $(BIN)/enroll-sync sandbox edfi --port $(EDFI_PORT) & edfi=$$!; \
-	  trap "kill $$ps $$edfi 2>/dev/null" EXIT INT TERM; \
+	  $(BIN)/enroll-sync sandbox aeries --port $(AERIES_PORT) --db instance/aeries_sandbox.db \
+	    --seed-students 300 & aeries=$$!; \
+	  trap "kill $$ps $$edfi $$aeries 2>/dev/null" EXIT INT TERM; \
 	  $(BIN)/enroll-sync serve --port $(PORT)
 
 test: setup
