@@ -173,8 +173,8 @@ def users_create(email, name, role, org_slug, password):
         if org is None:
             org = Organization.create(name=org_slug, slug=org_slug)
             install_catalog(org)
-        if User.select().where(User.email == email.lower()).exists():
-            raise click.ClickException(f"{email} already has an account.")
+        if User.select().where((User.email == email.lower()) & (User.organization == org)).exists():
+            raise click.ClickException(f"{email} already has an account in {org.name}.")
         User.create(organization=org, email=email.lower(), name=name, role=role,
                     password_hash=generate_password_hash(password))
     click.echo(f"Created {email} ({role}) in {org.name}.")

@@ -9,6 +9,7 @@ from werkzeug.security import generate_password_hash
 
 from .. import security
 from ..db import database
+from ..inputs import EMAIL_MAX, PASSWORD_MAX, limit_of, text_problem
 from ..models import User
 from . import audit, get_scoped_or_404, render, scoped
 
@@ -32,14 +33,21 @@ def index():
         form["email"] = form["email"].lower()
         if not form["name"]:
             errors["name"] = "Enter the person's name."
-        if not EMAIL.match(form["email"]):
+        elif text_problem(form["name"], limit_of(User.name), "The name"):
+            errors["name"] = text_problem(form["name"], limit_of(User.name), "The name")
+        if text_problem(form["email"], EMAIL_MAX, "The email address"):
+            errors["email"] = text_problem(form["email"], EMAIL_MAX, "The email address")
+        elif not EMAIL.match(form["email"]):
             errors["email"] = "Enter a valid email address."
-        elif User.select().where(User.email == form["email"]).exists():
+        elif scoped(User).where(User.email == form["email"]).exists():
+            # only this district's accounts: another district's are none of its business
             errors["email"] = "An account with this email already exists."
         if form["role"] not in security.ROLES:
             errors["role"] = "Choose a role."
         if len(password) < 10:
             errors["password"] = "Use a temporary password of at least 10 characters."
+        elif len(password) > PASSWORD_MAX:
+            errors["password"] = f"Use a temporary password of at most {PASSWORD_MAX:,} characters."
         if not errors:
             with database.atomic():
                 user = User.create(organization=current_user.organization_id, name=form["name"],
