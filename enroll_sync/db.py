@@ -27,7 +27,10 @@ def make_database(url: str):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # every transaction takes the write lock as it begins: a deferred one that reads and
+        # then writes fails at once with "database is locked" (busy_timeout cannot help it)
+        # when another connection wrote in between, as two admins saving at once would
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE")
     return connect(url)
 
 
