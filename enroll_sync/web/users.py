@@ -5,6 +5,7 @@ import re
 
 from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
+from peewee import IntegrityError
 from werkzeug.security import generate_password_hash
 
 from .. import security
@@ -49,13 +50,17 @@ def index():
         elif len(password) > PASSWORD_MAX:
             errors["password"] = f"Use a temporary password of at most {PASSWORD_MAX:,} characters."
         if not errors:
-            with database.atomic():
-                user = User.create(organization=current_user.organization_id, name=form["name"],
-                                   email=form["email"], role=form["role"],
-                                   password_hash=generate_password_hash(password))
-                audit("user.create", "User", user.id, email=user.email, role=user.role)
-            flash(f"Created {user.name} ({user.role}).", "success")
-            return redirect(url_for("users.index"))
+            try:
+                with database.atomic():
+                    user = User.create(organization=current_user.organization_id, name=form["name"],
+                                       email=form["email"], role=form["role"],
+                                       password_hash=generate_password_hash(password))
+                    audit("user.create", "User", user.id, email=user.email, role=user.role)
+            except IntegrityError:  # created meanwhile (a second click, another admin)
+                errors["email"] = "An account with this email already exists."
+            else:
+                flash(f"Created {user.name} ({user.role}).", "success")
+                return redirect(url_for("users.index"))
     return render("users/index.html", None, users=_users(), roles=security.ROLES, errors=errors, form=form), (422 if errors else 200)
 
 
