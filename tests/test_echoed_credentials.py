@@ -48,8 +48,9 @@ class EchoAuthorization:
         if not hit:
             return self.app(environ, start_response)
         bare = auth.split(" ", 1)[-1]
+        # the credential straddles the 200 characters an error's reason is cut to
         body = json.dumps({
-            "message": f"Denied {bare} (sent as {auth})"[:190],
+            "message": f"Denied{'.' * 175}{bare} (sent as {auth})",
             "error": {"message": f"u={urllib.parse.quote(bare, safe='')}"},
             "request": {"headers": {"Authorization": auth}, "b64": base64.b64encode(auth.encode()).decode()},
         }).encode()
@@ -58,11 +59,16 @@ class EchoAuthorization:
         return [body]
 
 
+#: a piece of a credential this long is a leak too (a reason cut short must not keep half of one)
+PIECE = 12
+
+
 def forms_of(value: str) -> set[str]:
+    """Every piece of ``value`` as it may appear: as is, URL-encoded, base64."""
     raw = value.encode()
     out = {value, urllib.parse.quote(value, safe=""), urllib.parse.quote_plus(value),
            base64.b64encode(raw).decode().rstrip("="), base64.urlsafe_b64encode(raw).decode().rstrip("=")}
-    return {f for f in out if len(f) >= 8}
+    return {f[i:i + PIECE] for f in out if len(f) >= PIECE for i in range(len(f) - PIECE + 1)}
 
 
 def database_text(app) -> str:
@@ -115,7 +121,7 @@ def test_echoed_credentials_are_nowhere(app, live, sandbox, caplog):  # noqa: F8
 
     # what must appear nowhere
     basic = base64.b64encode(f"{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}".encode()).decode()
-    values = {DEFAULT_CLIENT_SECRET, basic, f"{DEFAULT_CLIENT_ID}:{DEFAULT_CLIENT_SECRET}"}
+    values = {DEFAULT_CLIENT_SECRET, basic}
     values |= {a.split(" ", 1)[1] for a in echo.seen if a.startswith("Bearer ")}
     assert any(a.startswith("Bearer ") for a in echo.seen) and f"Basic {basic}" in echo.seen
     needles = set().union(*(forms_of(v) for v in values))
