@@ -79,6 +79,15 @@ def text_problem(value: Any, limit: int, label: str) -> str | None:
     return None
 
 
+def field_problem(errors: dict, key: str, value: Any, limit: int, label: str) -> bool:
+    """Put why ``value`` may not be kept (if it may not) in ``errors[key]``, the message a
+    form shows at the field; True when it did."""
+    problem = text_problem(value, limit, label)
+    if problem:
+        errors[key] = problem
+    return problem is not None
+
+
 def check_text(value: Any, limit: int, label: str) -> str:
     """``value`` as text, or InputError."""
     problem = text_problem(value, limit, label)

@@ -14,7 +14,7 @@ from typing import Any
 from flask import current_app
 
 from ..adapters import AdapterError, FieldSection, SettingField, SISAdapter, sections_from_dicts, sections_to_dicts
-from ..inputs import MAX_INT, SETTING_MAX, SETTING_TEXT_MAX, limit_of, text_problem
+from ..inputs import MAX_INT, SETTING_MAX, SETTING_TEXT_MAX, field_problem, limit_of
 from ..models import SyncConnection, utcnow
 from ..security import secret_box
 
@@ -64,9 +64,7 @@ def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], store
         raw = submitted.get(f.key)
         if isinstance(raw, str):
             raw = raw.strip() if f.type != "text" else raw
-            problem = text_problem(raw, SETTING_TEXT_MAX if f.type == "text" else SETTING_MAX, f.label)
-            if problem:
-                errors[f.key] = problem
+            if field_problem(errors, f.key, raw, SETTING_TEXT_MAX if f.type == "text" else SETTING_MAX, f.label):
                 continue
         if f.type == "boolean":
             settings[f.key] = raw in (True, "1", "on", "true", "yes", "y")
@@ -126,8 +124,8 @@ def _validated(cls, name: str, environment: str, submitted: dict, stored_secrets
     errors = {}
     if not (name or "").strip():
         errors["name"] = "Enter a name for this connection."
-    elif text_problem(name.strip(), limit_of(SyncConnection.name), "The name"):
-        errors["name"] = text_problem(name.strip(), limit_of(SyncConnection.name), "The name")
+    else:
+        field_problem(errors, "name", name.strip(), limit_of(SyncConnection.name), "The name")
     if environment not in dict(ENVIRONMENTS):
         errors["environment"] = "Choose Sandbox or Production."
     settings, secrets = {}, {}

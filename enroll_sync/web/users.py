@@ -10,7 +10,7 @@ from werkzeug.security import generate_password_hash
 
 from .. import security
 from ..db import database
-from ..inputs import EMAIL_MAX, PASSWORD_MAX, limit_of, text_problem
+from ..inputs import EMAIL_MAX, PASSWORD_MAX, field_problem, limit_of
 from ..models import User
 from . import audit, get_scoped_or_404, render, scoped
 
@@ -34,10 +34,10 @@ def index():
         form["email"] = form["email"].lower()
         if not form["name"]:
             errors["name"] = "Enter the person's name."
-        elif text_problem(form["name"], limit_of(User.name), "The name"):
-            errors["name"] = text_problem(form["name"], limit_of(User.name), "The name")
-        if text_problem(form["email"], EMAIL_MAX, "The email address"):
-            errors["email"] = text_problem(form["email"], EMAIL_MAX, "The email address")
+        else:
+            field_problem(errors, "name", form["name"], limit_of(User.name), "The name")
+        if field_problem(errors, "email", form["email"], EMAIL_MAX, "The email address"):
+            pass  # the message is at the field
         elif not EMAIL.match(form["email"]):
             errors["email"] = "Enter a valid email address."
         elif scoped(User).where(User.email == form["email"]).exists():

@@ -15,7 +15,7 @@ from peewee import Case, fn
 
 from ...db import database, is_sqlite
 from ...ids import parse_id
-from ...inputs import limit_of, text_problem
+from ...inputs import field_problem, limit_of
 from ...models import APPROVED, REGISTRATION_STATUSES, Registration, School, SisLink, Student
 from ...catalog import source_values
 from ..links import sis_ids_for, students_by_sis_id
@@ -152,10 +152,8 @@ def check_examples(org_id: int, registration_values: Iterable[str], student_valu
         if i >= MAX_EXAMPLES:
             errors[name] = f"Up to {MAX_EXAMPLES} Student Examples."
             continue
-        problem = text_problem(v, min(limit_of(Student.schoolmint_id), limit_of(SisLink.sis_id)),
-                               "A SIS ID or SchoolMint ID")
-        if problem:
-            errors[name] = problem
+        if field_problem(errors, name, v, min(limit_of(Student.schoolmint_id), limit_of(SisLink.sis_id)),
+                         "A SIS ID or SchoolMint ID"):
             continue
         student, reg = find_student_registration(org_id, v, scope)
         if student is None:
