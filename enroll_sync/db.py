@@ -89,6 +89,16 @@ def execute(sql: str, params: tuple) -> None:
     database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), params)
 
 
+def analyze() -> None:
+    """Refresh the query planner's statistics after many rows arrived (migrations, an
+    import, the demo). PostgreSQL's autovacuum does this by itself; SQLite never does, and
+    without statistics it picks slower plans for the Registrations list. (A sampled
+    ANALYZE, ``analysis_limit``, misjudges these tables: their first rows share one
+    district and one school year.)"""
+    if is_sqlite():
+        database.execute_sql("ANALYZE")
+
+
 def retrying(fn, attempts: int = 5):
     """Run a transaction, again if the database chose it as a deadlock victim or
     could not serialize it (PostgreSQL), or stayed locked too long (SQLite)."""

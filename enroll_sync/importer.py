@@ -19,7 +19,7 @@ import io
 import re
 from dataclasses import dataclass, field
 
-from .db import database
+from .db import analyze, database
 from .inputs import ANSWER_MAX, MAX_INT, NUL, InputError, limit_of, whole_number
 from .models import (APPROVED, LINK_IMPORTED, LINK_UNKNOWN, REGISTRATION_STATUSES, FormField, Registration, School,
                      SisLink, Student, utcnow)
@@ -240,4 +240,5 @@ def import_registrations(org, text: str) -> ImportReport:
                                 answers=answers, student_name=f"{last}, {first}", submitted_at=now,
                                 approved_at=now if values["status"] == APPROVED else None)
             report.imported += 1
+    analyze()
     return report
