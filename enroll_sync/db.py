@@ -27,7 +27,10 @@ def make_database(url: str):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # every transaction takes the write lock as it begins: a deferred one that reads and
+        # then writes fails at once with "database is locked" (busy_timeout cannot help it)
+        # when another connection wrote in between, as two admins saving at once would
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE")
     return connect(url)
 
 
@@ -98,6 +101,16 @@ def execute_values(sql: str, rows: list[tuple], template: str, page_size: int = 
         return
     from psycopg2.extras import execute_values as ev
     ev(database.cursor(), sql, rows, template=template, page_size=page_size)
+
+
+def analyze() -> None:
+    """Refresh the query planner's statistics after many rows arrived (migrations, an
+    import, the demo). PostgreSQL's autovacuum does this by itself; SQLite never does, and
+    without statistics it picks slower plans for the Registrations list. (A sampled
+    ANALYZE, ``analysis_limit``, misjudges these tables: their first rows share one
+    district and one school year.)"""
+    if is_sqlite():
+        database.execute_sql("ANALYZE")
 
 
 def retrying(fn, attempts: int = 5):

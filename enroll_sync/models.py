@@ -77,13 +77,21 @@ class Organization(BaseModel):
 
 class User(BaseModel):
     organization = ForeignKeyField(Organization, backref="users", on_delete="CASCADE")
-    email = CharField(unique=True)
+    #: unique within a district (not across districts: one district must not learn that
+    #: an address has an account in another); sign-in checks every account with it
+    email = CharField(index=True)
     name = CharField()
     password_hash = CharField()
     role = CharField()
     active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
+    #: carried in the session cookie; sign-out and deactivation raise it, so a cookie
+    #: copied before then no longer signs anyone in
+    session_version = IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("organization", "email"), True),)
 
     # flask-login protocol
     @property
@@ -106,11 +114,14 @@ class User(BaseModel):
         return self.active and permission in role_permissions(self.role)
 
 
-class LoginAttempt(BaseModel):
-    """Failed sign-ins, for the rate limit (shared by every process)."""
+class LoginThrottle(BaseModel):
+    """Failed sign-ins of one account or one address in the current window, for the rate
+    limit (shared by every process). One row per key, counted up atomically before a
+    password is checked (``web.auth``), so parallel attempts cannot all get through."""
 
-    key = CharField(index=True)
-    at = DateTimeField(default=utcnow, index=True)
+    key = CharField(unique=True)
+    window_start = DateTimeField(default=utcnow)
+    count = IntegerField(default=0)
 
 
 # --------------------------------------------------------------------------- SIS connections
@@ -196,7 +207,9 @@ class Registration(BaseModel):
     sync_lock_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False))
+        indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False),
+                   # the School Year Quick Filter's choices (DISTINCT) come from the index alone
+                   (("organization", "school_year"), False))
 
 
 # --------------------------------------------------------------------------- SIS identity
@@ -343,5 +356,5 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
+ALL_MODELS = [Organization, User, LoginThrottle, SyncConnection, School, FormField, Student,
               Registration, SisLink, Mapping, MappingVersion, SyncJob, SyncItem, AuditLog]

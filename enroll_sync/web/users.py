@@ -5,10 +5,12 @@ import re
 
 from flask import Blueprint, flash, redirect, request, url_for
 from flask_login import current_user
+from peewee import IntegrityError
 from werkzeug.security import generate_password_hash
 
 from .. import security
 from ..db import database
+from ..inputs import EMAIL_MAX, PASSWORD_MAX, field_problem, limit_of
 from ..models import User
 from . import audit, get_scoped_or_404, render, scoped
 
@@ -32,22 +34,33 @@ def index():
         form["email"] = form["email"].lower()
         if not form["name"]:
             errors["name"] = "Enter the person's name."
-        if not EMAIL.match(form["email"]):
+        else:
+            field_problem(errors, "name", form["name"], limit_of(User.name), "The name")
+        if field_problem(errors, "email", form["email"], EMAIL_MAX, "The email address"):
+            pass  # the message is at the field
+        elif not EMAIL.match(form["email"]):
             errors["email"] = "Enter a valid email address."
-        elif User.select().where(User.email == form["email"]).exists():
+        elif scoped(User).where(User.email == form["email"]).exists():
+            # only this district's accounts: another district's are none of its business
             errors["email"] = "An account with this email already exists."
         if form["role"] not in security.ROLES:
             errors["role"] = "Choose a role."
         if len(password) < 10:
             errors["password"] = "Use a temporary password of at least 10 characters."
+        elif len(password) > PASSWORD_MAX:
+            errors["password"] = f"Use a temporary password of at most {PASSWORD_MAX:,} characters."
         if not errors:
-            with database.atomic():
-                user = User.create(organization=current_user.organization_id, name=form["name"],
-                                   email=form["email"], role=form["role"],
-                                   password_hash=generate_password_hash(password))
-                audit("user.create", "User", user.id, email=user.email, role=user.role)
-            flash(f"Created {user.name} ({user.role}).", "success")
-            return redirect(url_for("users.index"))
+            try:
+                with database.atomic():
+                    user = User.create(organization=current_user.organization_id, name=form["name"],
+                                       email=form["email"], role=form["role"],
+                                       password_hash=generate_password_hash(password))
+                    audit("user.create", "User", user.id, email=user.email, role=user.role)
+            except IntegrityError:  # created meanwhile (a second click, another admin)
+                errors["email"] = "An account with this email already exists."
+            else:
+                flash(f"Created {user.name} ({user.role}).", "success")
+                return redirect(url_for("users.index"))
     return render("users/index.html", None, users=_users(), roles=security.ROLES, errors=errors, form=form), (422 if errors else 200)
 
 
