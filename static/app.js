@@ -244,12 +244,16 @@
     };
   }
   function line(table) {
+    // the run starts at 0 s with nothing done yet; each row is a slice of the run (its end, its rate)
     var rows = Array.prototype.slice.call(table.tBodies[0].rows);
+    var labels = ["0"].concat(rows.map(function (r) {
+      return String(Math.round(Number(r.querySelector("[data-x]").getAttribute("data-x")) * 10) / 10);
+    }));
+    var data = [0].concat(rows.map(function (r) { return Number(r.querySelector("[data-y]").getAttribute("data-y")); }));
     return {
-      labels: rows.map(function (r) { return r.querySelector("[data-x]").getAttribute("data-x"); }),
+      labels: labels,
       datasets: [{ label: "Records/s", borderColor: "#0b5ed7", backgroundColor: "rgba(11, 94, 215, .15)", fill: true,
-                   tension: 0.3, pointRadius: 0,
-                   data: rows.map(function (r) { return Number(r.querySelector("[data-y]").getAttribute("data-y")); }) }]
+                   tension: 0.25, pointRadius: 2, data: data }]
     };
   }
   function chartConfig(kind, data) {
