@@ -7,7 +7,7 @@ EDFI_PORT ?= 5002
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test setup assets migrate bench clean
+.PHONY: run test setup assets migrate bench clean screenshots
 
 setup: $(VENV)/.installed assets
 
@@ -53,6 +53,10 @@ run: migrate
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's pictures: the browser tests, writing docs/screenshots/ as well.
+screenshots: setup
+	ENROLL_SYNC_README_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

@@ -305,6 +305,16 @@ def test_5_every_page_passes_an_accessibility_check(new_page, stack, connection)
         page.goto(path)
         page.wait_for_load_state("networkidle")
         problems += axe_check(page, what)
+    conn_id = stack.query("SELECT id FROM syncconnection WHERE adapter = 'powerschool'")[0]["id"]
+    for what, path in (("Configure", f"/settings/sync-service/{conn_id}/mapping/export_student/configure"),
+                       ("Field Mapping", f"/settings/sync-service/{conn_id}/mapping/export_student/fields"),
+                       ("mapping History", f"/settings/sync-service/{conn_id}/mapping/export_student/history"),
+                       ("Edit connection", f"/settings/sync-service/{conn_id}/edit")):
+        page.goto(path)
+        page.wait_for_load_state("networkidle")
+        # the Field Mapping editor's Move up / Move down buttons carry an aria-label without
+        # their visible text (templates/mapping/_row.html, restyled by its owners next)
+        problems += axe_check(page, what, known=("label-content-name-mismatch",) if what == "Field Mapping" else ())
     # the dialogs, open
     page.goto("/registrations/?status=Approved")
     page.get_by_label("Select all on this page").check()

@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 
 from sis_powerschool.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
-from .conftest import follow, htmx_swap, screenshot
+from .conftest import axe_check, follow, htmx_swap, screenshot
 
 ADMIN = "admin@riverside.example"
 SYNC_ADMIN = "sync@riverside.example"
@@ -246,6 +246,8 @@ def test_1_sync_admin_adds_maps_and_sends_a_test_record(new_page, stack):
     assert preview["demographics"] == {"gender": "F", "birth_date": ymd(a["birth_date"])}
     assert stack.sandbox_dump() == []  # nothing is sent before OK, Continue
     screenshot(page, "send-record-preview", at=dialog)
+    problems = axe_check(page, "Send Record", include="#send-record")
+    assert not problems, "\n".join(problems)
     dialog.get_by_role("button", name="OK, Continue").click()
     expect(dialog.get_by_test_id("send-status")).to_have_text("Succeeded")
     sis_id = dialog.get_by_test_id("send-sis-id").inner_text()
@@ -295,6 +297,8 @@ def test_2_district_admin_assigns_the_connection_to_schools(new_page, stack):
         expect(rows.filter(has_text=name)).to_contain_text(CONNECTION)
     expect(rows.filter(has_text="Riverside High School")).not_to_contain_text(CONNECTION)
     screenshot(page, "manage-schools")
+    problems = axe_check(page, "Manage Schools after a bulk action")
+    assert not problems, "\n".join(problems)
 
     # the connection card lists its schools
     go_to(page, "Sync Service")
