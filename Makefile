@@ -8,7 +8,7 @@ AERIES_PORT ?= 5003
 PORT ?= 5000
 PYTEST_ARGS ?=
 
-.PHONY: run test setup assets migrate bench clean
+.PHONY: run test setup assets migrate bench clean screenshots
 
 setup: $(VENV)/.installed assets
 
@@ -23,11 +23,20 @@ $(VENV)/.installed: pyproject.toml plugins/sis_powerschool/pyproject.toml plugin
 
 assets: static/vendor/.installed
 
+# Front-end files from npm (versions pinned in package-lock.json): htmx, Bootstrap 5.3 (CSS
+# and its JS bundle with Popper), Bootstrap Icons (CSS + fonts), Chart.js. axe-core is a
+# devDependency the browser tests inject from node_modules; it is never served.
 static/vendor/.installed: package.json package-lock.json
 	npm ci --no-audit --no-fund --loglevel=error
-	mkdir -p static/vendor
+	rm -rf static/vendor
+	mkdir -p static/vendor/bootstrap static/vendor/bootstrap-icons
 	cp node_modules/htmx.org/dist/htmx.min.js static/vendor/htmx.min.js
-	cp node_modules/@picocss/pico/css/pico.classless.min.css static/vendor/pico.classless.min.css
+	cp node_modules/bootstrap/dist/css/bootstrap.min.css node_modules/bootstrap/dist/css/bootstrap.min.css.map static/vendor/bootstrap/
+	cp node_modules/bootstrap/dist/js/bootstrap.bundle.min.js node_modules/bootstrap/dist/js/bootstrap.bundle.min.js.map static/vendor/bootstrap/
+	cp node_modules/bootstrap-icons/font/bootstrap-icons.min.css static/vendor/bootstrap-icons/
+	cp -r node_modules/bootstrap-icons/font/fonts static/vendor/bootstrap-icons/fonts
+	cp node_modules/chart.js/dist/chart.umd.min.js static/vendor/chart.umd.min.js
+	test -f node_modules/chart.js/dist/chart.umd.min.js.map && cp node_modules/chart.js/dist/chart.umd.min.js.map static/vendor/ || true
 	touch $@
 
 migrate: setup
@@ -51,6 +60,10 @@ run: migrate
 
 test: setup
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The README's pictures: the browser tests, writing docs/screenshots/ as well.
+screenshots: setup
+	ENROLL_SYNC_README_SCREENSHOTS=1 $(BIN)/python -m pytest tests/browser -q
 
 bench: setup
 	@for b in benchmarks/*.py; do echo "== $$b"; $(BIN)/python $$b || exit 1; done

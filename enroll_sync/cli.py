@@ -164,7 +164,8 @@ def users():
 @users.command("create")
 @click.option("--email", required=True)
 @click.option("--name", required=True)
-@click.option("--role", required=True, type=click.Choice(["District Admin", "Sync Admin", "Registrar", "Viewer"]))
+@click.option("--role", required=True, type=click.Choice(["District Admin", "Sync Admin", "Registrar", "Viewer"]),
+              help="The preset of permissions to grant (change them later under Settings > Users).")
 @click.option("--org", "org_slug", required=True, help="Organization slug (created when new).")
 @click.password_option()
 def users_create(email, name, role, org_slug, password):

@@ -82,7 +82,13 @@ class User(BaseModel):
     email = CharField(index=True)
     name = CharField()
     password_hash = CharField()
-    role = CharField()
+    #: the named permissions granted to this user (``security.PERMISSIONS``), a JSON list.
+    #: Access is decided by these alone (``can``).
+    permissions = JSONText(null=True)
+    #: a label kept in step with ``permissions`` by ``save``: the preset they equal
+    #: ("Registrar", ...) or "Custom". Creating a user with ``role=`` and no permissions
+    #: applies that preset (the CLI and older callers do).
+    role = CharField(default="Custom")
     active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
@@ -110,8 +116,15 @@ class User(BaseModel):
         return str(self.id)
 
     def can(self, permission: str) -> bool:
-        from .security import role_permissions
-        return self.active and permission in role_permissions(self.role)
+        return bool(self.active) and permission in (self.permissions or ())
+
+    def save(self, *args, **kwargs):
+        from .security import CUSTOM, PRESETS, normalize, preset_of
+        if self.permissions is None:  # created with a preset's name only
+            self.permissions = sorted(PRESETS.get(self.role, ()))
+        self.permissions = normalize(self.permissions)
+        self.role = preset_of(self.permissions) or CUSTOM
+        return super().save(*args, **kwargs)
 
 
 class LoginThrottle(BaseModel):
