@@ -288,6 +288,13 @@ class SISAdapter:
         """The exact body this adapter would send for ``record`` (Send Record preview)."""
         return nest(record.payload)
 
+    def prepare(self, records: Sequence[ExportRecord]) -> None:
+        """Optional: get ready to export ``records`` soon (e.g. their match-before-insert
+        look-ups). A sync job calls it, in another thread, while the previous batch is on its
+        way to the SIS, then calls ``export`` with the same records; an adapter may keep
+        what it learned for that ``export`` (briefly: the SIS may change). Errors are ignored
+        (``export`` must still work on its own)."""
+
     def export(self, records: Sequence[ExportRecord]) -> list[ExportResult]:
         """Send ``records``; return exactly one ExportResult per record.
 

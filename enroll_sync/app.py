@@ -50,8 +50,11 @@ def build_app(config: dict | None = None) -> Flask:
 
     from .web import register_blueprints
     from .web.errors import register_error_handlers
+    from .web.inputs import init_input_rules
     register_error_handlers(app)
+    init_input_rules(app)
     register_blueprints(app)
+    _trust_proxies(app)
 
     @app.after_request
     def _headers(resp):
@@ -65,7 +68,19 @@ def build_app(config: dict | None = None) -> Flask:
     return app
 
 
+def _trust_proxies(app):
+    """Behind ``TRUSTED_PROXIES`` reverse proxies, believe that many hops of their
+    X-Forwarded-For/-Proto/-Host/-Port (the client's address for the sign-in rate limit,
+    https for redirects and cookies). With none configured the headers are ignored:
+    anyone could send them."""
+    hops = int(app.config.get("TRUSTED_PROXIES") or 0)
+    if hops > 0:
+        from werkzeug.middleware.proxy_fix import ProxyFix
+        app.wsgi_app = ProxyFix(app.wsgi_app, x_for=hops, x_proto=hops, x_host=hops, x_port=hops)
+
+
 def _login_manager(app):
+    from .ids import parse_id
     from .models import User
 
     lm = LoginManager(app)
@@ -75,7 +90,11 @@ def _login_manager(app):
 
     @lm.user_loader
     def load_user(user_id):
-        return User.get_or_none((User.id == int(user_id)) & (User.active == True))  # noqa: E712
+        from .web.auth import session_is_current
+        uid = parse_id(user_id)
+        user = User.get_or_none((User.id == uid) & (User.active == True)) if uid is not None else None  # noqa: E712
+        # a session from before the user's last sign-out (a copied cookie) signs nobody in
+        return user if user is not None and session_is_current(user) else None
 
     @lm.unauthorized_handler
     def unauthorized():

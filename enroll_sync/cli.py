@@ -68,18 +68,29 @@ def demo(registrations, sandbox_urls):
 @cli.command()
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=5000, show_default=True, type=int)
-@click.option("--debug", is_flag=True, help="Reload on code changes (development only).")
-def serve(host, port, debug):
-    """Serve the web app (and, by default, an in-process sync worker)."""
-    from werkzeug.serving import run_simple
+@click.option("--threads", type=click.IntRange(1, 256), default=None,
+              help="Request threads of the web server (default ENROLL_SYNC_WEB_THREADS, 8).")
+@click.option("--debug", is_flag=True,
+              help="Werkzeug's development server, reloading on code changes (development only).")
+def serve(host, port, threads, debug):
+    """Serve the web app with a production WSGI server (waitress) and, by default, an
+    in-process sync worker. Put it behind a reverse proxy for TLS (docs/configuration.md)."""
     app = _app()
     consumer = None
     if app.config["IN_PROCESS_WORKER"]:
         from .sync.queue import start_in_process_consumer
         consumer = start_in_process_consumer(app)
-    click.echo(f"Enroll Sync on http://{host}:{port}/")
+    threads = threads or max(1, app.config["WEB_THREADS"])
+    click.echo(f"Enroll Sync on http://{host}:{port}/ ({'development server' if debug else f'{threads} threads'})")
     try:
-        run_simple(host, port, app, threaded=True, use_reloader=debug, use_debugger=False)
+        if debug:
+            from werkzeug.serving import run_simple
+            run_simple(host, port, app, threaded=True, use_reloader=True, use_debugger=False)
+        else:
+            from waitress import serve as waitress_serve
+            # forwarded headers are handled by the app itself (ENROLL_SYNC_TRUSTED_PROXIES)
+            waitress_serve(app, host=host, port=port, threads=threads, ident="Enroll Sync",
+                           connection_limit=max(100, threads * 16), channel_timeout=120)
     finally:
         if consumer is not None:
             consumer.stop()
@@ -153,7 +164,8 @@ def users():
 @users.command("create")
 @click.option("--email", required=True)
 @click.option("--name", required=True)
-@click.option("--role", required=True, type=click.Choice(["District Admin", "Sync Admin", "Registrar", "Viewer"]))
+@click.option("--role", required=True, type=click.Choice(["District Admin", "Sync Admin", "Registrar", "Viewer"]),
+              help="The preset of permissions to grant (change them later under Settings > Users).")
 @click.option("--org", "org_slug", required=True, help="Organization slug (created when new).")
 @click.password_option()
 def users_create(email, name, role, org_slug, password):
@@ -173,8 +185,8 @@ def users_create(email, name, role, org_slug, password):
         if org is None:
             org = Organization.create(name=org_slug, slug=org_slug)
             install_catalog(org)
-        if User.select().where(User.email == email.lower()).exists():
-            raise click.ClickException(f"{email} already has an account.")
+        if User.select().where((User.email == email.lower()) & (User.organization == org)).exists():
+            raise click.ClickException(f"{email} already has an account in {org.name}.")
         User.create(organization=org, email=email.lower(), name=name, role=role,
                     password_hash=generate_password_hash(password))
     click.echo(f"Created {email} ({role}) in {org.name}.")

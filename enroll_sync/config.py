@@ -26,9 +26,14 @@ SETTINGS = {
     "IN_PROCESS_WORKER": ("1", "Run the huey consumer inside `serve` (1) or only in `enroll-sync worker` (0)."),
     "WORKERS": ("2", "Consumer threads for the in-process worker and `enroll-sync worker`."),
     "LOAD_PLUGINS": ("1", "Load adapters installed through the `enroll_sync` entry-point group (0 disables)."),
-    "LOGIN_MAX_ATTEMPTS": ("5", "Failed sign-ins allowed per email and address in the window before refusal."),
+    "LOGIN_MAX_ATTEMPTS": ("5", "Failed sign-ins allowed per account (email) in the window before refusal."),
+    "LOGIN_MAX_ATTEMPTS_PER_ADDRESS": ("50", "Failed sign-ins allowed per client address in the window (a school "
+                                             "network often shares one address)."),
     "LOGIN_WINDOW_SECONDS": ("300", "The sign-in rate-limit window."),
     "SECURE_COOKIES": ("0", "Mark the session cookie Secure (set 1 behind HTTPS)."),
+    "TRUSTED_PROXIES": ("0", "How many reverse proxies stand in front of `serve` (0: none). Only then are "
+                             "X-Forwarded-For/-Proto/-Host believed, and only that many hops of them."),
+    "WEB_THREADS": ("8", "Request threads of the production web server `enroll-sync serve` runs."),
     "SANDBOX_POWERSCHOOL_URL": ("http://127.0.0.1:5001", "Where the demo PowerSchool sandbox listens (demo data)."),
     # Sync job tuning (JobSettings below)
     "JOB_TASKS": ("4", "Tasks one sync job is split into, so several workers can share it."),
@@ -73,8 +78,10 @@ def load_config(overrides: dict | None = None, environ=None) -> dict:
         raw["ENCRYPTION_KEY"] = _read_or_create(instance / "encryption_key", lambda: Fernet.generate_key().decode())
     for name in ("IN_PROCESS_WORKER", "LOAD_PLUGINS", "SECURE_COOKIES"):
         raw[name] = str(raw[name]).lower() in ("1", "true", "yes", "on")
-    for name in ("WORKERS", "LOGIN_MAX_ATTEMPTS", "LOGIN_WINDOW_SECONDS"):
+    for name in ("WORKERS", "LOGIN_MAX_ATTEMPTS", "LOGIN_MAX_ATTEMPTS_PER_ADDRESS", "LOGIN_WINDOW_SECONDS",
+                 "WEB_THREADS"):
         raw[name] = int(raw[name])
+    raw["TRUSTED_PROXIES"] = _number_or_zero("TRUSTED_PROXIES", raw["TRUSTED_PROXIES"])
     for name, cast in NUMBERS.items():
         raw[name] = _number(name, raw[name], cast)
     raw.update(overrides)  # anything else (TESTING, EXTRA_PLUGINS, ...)
@@ -86,6 +93,19 @@ NUMBERS = {"JOB_TASKS": int, "JOB_BATCHES_PER_EXPORT": int, "JOB_HEARTBEAT_SECON
            "JOB_STALE_SECONDS": float, "JOB_RECOVERY_SECONDS": float, "JOB_POLL_SECONDS": float,
            "JOB_RETRY_ATTEMPTS": int, "JOB_RETRY_BACKOFF_SECONDS": float,
            "DRY_RUN_MAX": int, "DRY_RUN_SECONDS": float}
+
+
+def _number_or_zero(name: str, value) -> int:
+    """A count that may be 0 (a bad one is reported in the log and 0 used)."""
+    try:
+        number = int(str(value).strip() or 0)
+        if number < 0:
+            raise ValueError(value)
+        return number
+    except (TypeError, ValueError):
+        logging.getLogger("enroll_sync.config").warning("ignoring %s%s=%r (not a whole number 0 or more)",
+                                                        PREFIX, name, value)
+        return 0
 
 
 def _number(name: str, value, cast):

@@ -27,7 +27,10 @@ def make_database(url: str):
         path = url[len("sqlite:///"):]
         if path and path != ":memory:":
             Path(path).parent.mkdir(parents=True, exist_ok=True)
-        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False)
+        # every transaction takes the write lock as it begins: a deferred one that reads and
+        # then writes fails at once with "database is locked" (busy_timeout cannot help it)
+        # when another connection wrote in between, as two admins saving at once would
+        return connect(url, pragmas=SQLITE_PRAGMAS, check_same_thread=False, lock_type="IMMEDIATE")
     return connect(url)
 
 
@@ -84,6 +87,30 @@ def executemany(sql: str, rows: list[tuple]) -> None:
 def execute(sql: str, params: tuple) -> None:
     """Run one statement (``?`` placeholders) on the open connection."""
     database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), params)
+
+
+def fetch(sql: str, params: tuple | list) -> list[tuple]:
+    """Run one statement (``?`` placeholders; ``UPDATE ... RETURNING`` too) and return its rows."""
+    return list(database.execute_sql(sql if is_sqlite() else sql.replace("?", "%s"), tuple(params)).fetchall())
+
+
+def execute_values(sql: str, rows: list[tuple], template: str, page_size: int = 1000) -> None:
+    """PostgreSQL only: run ``sql`` (one ``%s`` where ``VALUES`` rows go, as in
+    ``UPDATE t SET ... FROM (VALUES %s) AS v(...)``) for many rows in few round trips."""
+    if not rows:
+        return
+    from psycopg2.extras import execute_values as ev
+    ev(database.cursor(), sql, rows, template=template, page_size=page_size)
+
+
+def analyze() -> None:
+    """Refresh the query planner's statistics after many rows arrived (migrations, an
+    import, the demo). PostgreSQL's autovacuum does this by itself; SQLite never does, and
+    without statistics it picks slower plans for the Registrations list. (A sampled
+    ANALYZE, ``analysis_limit``, misjudges these tables: their first rows share one
+    district and one school year.)"""
+    if is_sqlite():
+        database.execute_sql("ANALYZE")
 
 
 def retrying(fn, attempts: int = 5):

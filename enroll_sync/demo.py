@@ -13,7 +13,7 @@ import random
 from werkzeug.security import generate_password_hash
 
 from .catalog import install_catalog
-from .db import database
+from .db import analyze, database
 from .models import (Organization, Registration, School, Student, SyncConnection, User, utcnow)
 
 DEMO_SLUG = "riverside"
@@ -211,6 +211,7 @@ def create_registrations(org, schools, count: int, *, seed: int = 2026, school_y
                 r["student"] = ids[s["schoolmint_id"]]
             Registration.insert_many(regs).execute()
         made += n
+    analyze()
     return made
 
 

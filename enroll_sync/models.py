@@ -77,13 +77,27 @@ class Organization(BaseModel):
 
 class User(BaseModel):
     organization = ForeignKeyField(Organization, backref="users", on_delete="CASCADE")
-    email = CharField(unique=True)
+    #: unique within a district (not across districts: one district must not learn that
+    #: an address has an account in another); sign-in checks every account with it
+    email = CharField(index=True)
     name = CharField()
     password_hash = CharField()
-    role = CharField()
+    #: the named permissions granted to this user (``security.PERMISSIONS``), a JSON list.
+    #: Access is decided by these alone (``can``).
+    permissions = JSONText(null=True)
+    #: a label kept in step with ``permissions`` by ``save``: the preset they equal
+    #: ("Registrar", ...) or "Custom". Creating a user with ``role=`` and no permissions
+    #: applies that preset (the CLI and older callers do).
+    role = CharField(default="Custom")
     active = BooleanField(default=True)
     created_at = DateTimeField(default=utcnow)
     last_login_at = DateTimeField(null=True)
+    #: carried in the session cookie; sign-out and deactivation raise it, so a cookie
+    #: copied before then no longer signs anyone in
+    session_version = IntegerField(default=0)
+
+    class Meta:
+        indexes = ((("organization", "email"), True),)
 
     # flask-login protocol
     @property
@@ -102,15 +116,25 @@ class User(BaseModel):
         return str(self.id)
 
     def can(self, permission: str) -> bool:
-        from .security import role_permissions
-        return self.active and permission in role_permissions(self.role)
+        return bool(self.active) and permission in (self.permissions or ())
+
+    def save(self, *args, **kwargs):
+        from .security import CUSTOM, PRESETS, normalize, preset_of
+        if self.permissions is None:  # created with a preset's name only
+            self.permissions = sorted(PRESETS.get(self.role, ()))
+        self.permissions = normalize(self.permissions)
+        self.role = preset_of(self.permissions) or CUSTOM
+        return super().save(*args, **kwargs)
 
 
-class LoginAttempt(BaseModel):
-    """Failed sign-ins, for the rate limit (shared by every process)."""
+class LoginThrottle(BaseModel):
+    """Failed sign-ins of one account or one address in the current window, for the rate
+    limit (shared by every process). One row per key, counted up atomically before a
+    password is checked (``web.auth``), so parallel attempts cannot all get through."""
 
-    key = CharField(index=True)
-    at = DateTimeField(default=utcnow, index=True)
+    key = CharField(unique=True)
+    window_start = DateTimeField(default=utcnow)
+    count = IntegerField(default=0)
 
 
 # --------------------------------------------------------------------------- SIS connections
@@ -200,7 +224,9 @@ class Registration(BaseModel):
     sync_lock_at = DateTimeField(null=True)
 
     class Meta:
-        indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False))
+        indexes = ((("organization", "form_id"), True), (("organization", "status", "school"), False),
+                   # the School Year Quick Filter's choices (DISTINCT) come from the index alone
+                   (("organization", "school_year"), False))
 
 
 # --------------------------------------------------------------------------- SIS identity
@@ -445,6 +471,6 @@ class SchemaVersion(BaseModel):
     applied_at = DateTimeField(default=utcnow)
 
 
-ALL_MODELS = [Organization, User, LoginAttempt, SyncConnection, School, FormField, Student,
+ALL_MODELS = [Organization, User, LoginThrottle, SyncConnection, School, FormField, Student,
               Registration, SisLink, StudentProfile, ImportState, Mapping, MappingVersion, SyncJob, SyncItem,
               ImportRun, ImportItem, AuditLog]

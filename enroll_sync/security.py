@@ -1,4 +1,10 @@
-"""Roles, permissions, the permission decorator and secrets at rest.
+"""Named permissions, the presets that grant them, the permission decorator and
+secrets at rest.
+
+A user holds a set of named permissions (``User.permissions``), granted one by one
+under Settings > Users. The four roles a district knows (District Admin, Sync Admin,
+Registrar, Viewer) are only presets: a name for a set of permissions, applied when an
+admin invites or edits someone. Nothing checks a role name.
 
 Permissions are checked on the server for every route and every HTMX partial with
 ``@require_permission(...)``; templates hide buttons with ``current_user.can(...)``
@@ -20,29 +26,68 @@ VIEW_REGISTRATIONS = "View Registrations"
 EDIT_REGISTRATIONS = "Edit Registrations"
 MANAGE_SCHOOLS = "Manage Schools"
 MANAGE_USERS = "Manage Users"
-PERMISSIONS = (SYNC_FULL_ACCESS, VIEW_REGISTRATIONS, EDIT_REGISTRATIONS, MANAGE_SCHOOLS, MANAGE_USERS)
+MANAGE_DISTRICT = "Manage District Settings"
+#: every permission, in the order the Users page lists them
+PERMISSIONS = (VIEW_REGISTRATIONS, EDIT_REGISTRATIONS, SYNC_FULL_ACCESS, MANAGE_SCHOOLS, MANAGE_USERS,
+               MANAGE_DISTRICT)
 
-ROLES = {
-    "District Admin": frozenset(PERMISSIONS),
-    "Sync Admin": frozenset({SYNC_FULL_ACCESS, VIEW_REGISTRATIONS}),
-    "Registrar": frozenset({VIEW_REGISTRATIONS, EDIT_REGISTRATIONS}),
-    "Viewer": frozenset({VIEW_REGISTRATIONS}),
+#: what each permission lets a person do (shown beside its checkbox)
+DESCRIPTIONS = {
+    VIEW_REGISTRATIONS: "See registrations, their Sync Status and history, Sync Logs and every sync job "
+                        "(read-only); the dashboard.",
+    EDIT_REGISTRATIONS: "With View Registrations: Bulk Actions > Sync to SIS, Proceed with Sync, Retry failed, "
+                        "Cancel sync.",
+    SYNC_FULL_ACCESS: "Sync Service: add and edit connections, Configure Mapping, Send Record, unlink SIS IDs, "
+                      "approve a held sync.",
+    MANAGE_SCHOOLS: "Schools/Programs: edit schools and assign their sync connection.",
+    MANAGE_USERS: "Users: invite people, grant and remove permissions, deactivate accounts.",
+    MANAGE_DISTRICT: "District: the Registration module switch and the limit that holds a large sync.",
 }
 
+#: the four roles of the walkthrough, as presets (name -> permissions); least first
+PRESETS = {
+    "Viewer": frozenset({VIEW_REGISTRATIONS}),
+    "Registrar": frozenset({VIEW_REGISTRATIONS, EDIT_REGISTRATIONS}),
+    "Sync Admin": frozenset({SYNC_FULL_ACCESS, VIEW_REGISTRATIONS}),
+    "District Admin": frozenset(PERMISSIONS),
+}
+#: the old name of PRESETS (kept for callers written before named permissions)
+ROLES = PRESETS
+#: what a user whose permissions match no preset is called
+CUSTOM = "Custom"
 
-def role_permissions(role: str) -> frozenset:
-    return ROLES.get(role, frozenset())
+
+def normalize(permissions) -> list[str]:
+    """Known permission names only, once each, in ``PERMISSIONS`` order."""
+    given = set(permissions or ())
+    return [p for p in PERMISSIONS if p in given]
+
+
+def preset_of(permissions) -> str | None:
+    """The name of the preset that grants exactly ``permissions`` (None: none does)."""
+    given = frozenset(normalize(permissions))
+    return next((name for name, perms in PRESETS.items() if perms == given), None)
+
+
+def missing_message(missing) -> str:
+    names = " + ".join(missing)
+    plural = "s" if len(missing) > 1 else ""
+    return (f"This needs the {names} permission{plural}, which you do not have. Ask a district admin to "
+            f"grant it under Settings > Users.")
 
 
 def require_permission(*permissions: str):
     """Route decorator: signed in, active, and holding every one of ``permissions``."""
+    unknown = [p for p in permissions if p not in PERMISSIONS]
+    assert not unknown, f"unknown permission(s) {unknown}"
 
     def decorator(view):
         @functools.wraps(view)
         @login_required
         def wrapped(*args, **kwargs):
-            if not all(current_user.can(p) for p in permissions):
-                abort(403)
+            missing = [p for p in permissions if not current_user.can(p)]
+            if missing:
+                abort(403, description=missing_message(missing))
             return view(*args, **kwargs)
 
         wrapped.required_permissions = permissions

@@ -850,7 +850,8 @@ def sign_in(base_url: str, email: str, password: str | None = None):
     s.page("/login")
     resp = s.post_form("/login", {"email": email, "password": DEMO_PASSWORD if password is None else password})
     assert resp.status_code == 302, resp.text[:500]
-    s.page("/")
+    # signing in starts a new session with a new CSRF token: read it from the first page
+    s.page("/", follow_redirects=True)
     return s
 
 

@@ -474,7 +474,7 @@ class Transport:
                         self.redact(
                             f"Gave up on {self._where(method, url)} after {attempt} "
                             f"attempt{'s' if attempt != 1 else ''}: the last answer was "
-                            f"HTTP {status}{_reason(response)}."),
+                            f"HTTP {status}{_reason(response, self.redact)}."),
                         status=status, response=response, kind="retries", attempts=attempt)
                 wait = self._delay(attempt, response)
                 if wait > self.max_retry_after:
@@ -517,7 +517,7 @@ class Transport:
         if not response.is_success:
             raise TransportError(
                 self.redact(f"{where} answered HTTP {response.status_code}"
-                            f"{_reason(response)}."),
+                            f"{_reason(response, self.redact)}."),
                 status=response.status_code, response=response, kind="http")
         try:
             return response.json()
@@ -548,8 +548,10 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _reason(response: httpx.Response) -> str:
-    """A short, human hint from an error body ("message" or "error"), if any."""
+def _reason(response: httpx.Response, redact=None) -> str:
+    """A short, human hint from an error body ("message" or "error"), if any, redacted
+    with ``redact`` *before* it is cut short: cut first, a credential the SIS echoed
+    could straddle the cut and keep its first half out of reach of redaction."""
     try:
         body = response.json()
     except Exception:
@@ -566,6 +568,8 @@ def _reason(response: httpx.Response) -> str:
                 break
     if not msg:
         return ""
+    if redact is not None:
+        msg = redact(msg)
     return f" ({msg[:200]})"
 
 

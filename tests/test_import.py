@@ -11,6 +11,8 @@ import pytest
 
 from enroll_sync.db import database
 from enroll_sync.models import Registration, Student
+from enroll_sync.testing import db
+from tests.test_sync_support import BACKENDS, backend_app
 
 HEADER = ["form_id", "schoolmint_id", "school_number", "grade", "school_year", "status",
           "student_legal_first_name", "student_legal_last_name", "birth_date", "gender", "guardian1_phone"]
@@ -100,3 +102,52 @@ def test_non_utf8_file_is_refused(app, tmp_path):
     result = subprocess.run([sys.executable, "-m", "enroll_sync.cli", "import", "registrations", str(path)],
                             capture_output=True, text=True, env=env, timeout=120)
     assert result.returncode != 0 and "not UTF-8" in result.stderr
+
+
+# --------------------------------------------------------------------------- strict CSV and the input rules
+
+def test_an_unclosed_quote_is_an_error_at_its_line(app, tmp_path):
+    """A first row ending in an unclosed quote used to swallow rows 2-3 into a first name
+    and report "Imported 1 registration(s)"."""
+    before = counts(app)
+    header = "form_id,schoolmint_id,school_number,grade,school_year,status,student_legal_last_name," \
+             "student_legal_first_name"
+    text = (f"{header}\n"
+            "300001,SM-Q-1,101,K,2026-2027,Approved,Ruiz,\"Ana\n"
+            "300002,SM-Q-2,101,K,2026-2027,Approved,Lee,Ben\n"
+            "300003,SM-Q-3,101,K,2026-2027,Approved,Ng,Cy\n")
+    result = run_import(tmp_path, text)
+    assert result.returncode != 0, result.stdout
+    assert ":2: A quoted value starts on this line and its closing quote never comes" in result.stderr
+    assert "Imported" not in result.stdout
+    assert counts(app) == before
+
+
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_nul_long_values_and_huge_form_ids_are_errors_not_tracebacks(backend, tmp_path):
+    from enroll_sync.importer import import_registrations
+    from enroll_sync.models import Organization
+    gen = backend_app(backend, tmp_path)
+    app = next(gen)
+    try:
+        before = counts(app)
+        text = _csv([
+            ["300001", "SM-NEW-1", "101", "K", "2026-2027", "Approved", "Ana\x00", "Ruiz", "", "", ""],
+            ["300002", "S" * 300, "101", "K", "2026-2027", "Approved", "Ben", "Lee", "", "", ""],
+            ["300003", "SM-NEW-3", "101", "K", "2026-2027", "Approved", "C" * 200, "D" * 200, "", "", ""],
+            ["2147483648", "SM-NEW-4", "101", "K", "2026-2027", "Approved", "Dee", "Fox", "", "", ""],
+            ["300005", "SM-NEW-5", "101", "K", "2026-2027", "Approved", "Eve", "Gil", "x" * 5000, "", ""],
+            ["300006", "SM-NEW-6", "101", "K", "2026-2027", "Approved", "Zoë 🎓", "Ibáñez", "", "", ""],
+        ])
+        with db(app):
+            report = import_registrations(Organization.select().first(), text)
+        errors = dict(report.errors)
+        assert "NUL" in errors[2]
+        assert "schoolmint_id is 300 characters long; at most 255 fit" in errors[3]
+        assert "together are too long" in errors[4]
+        assert "form_id “2147483648” is not a whole number from 1 to 2,147,483,647" in errors[5]
+        assert "birth_date is 5,000 characters long" in errors[6]
+        assert 7 not in errors  # unicode within the limits is fine
+        assert report.imported == 0 and counts(app) == before
+    finally:
+        next(gen, None)

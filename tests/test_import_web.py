@@ -116,6 +116,12 @@ def test_preview_then_run_import_links_the_returning_student(app, live, login, r
         assert wait_for_job(app, job_id).status == JOB_DONE
     page = unescape(admin.page(f"{BASE}/imports/{job_id}").text)
     assert 'data-testid="n-created">20<' in page and 'data-testid="n-updated">1<' in page
+    fragment = admin.get(f"{BASE}/imports/{job_id}/progress", headers={"HX-Request": "true"})
+    assert fragment.status_code == 200 and 'id="import-progress"' in fragment.text and "<html" not in fragment.text
+    viewer = login("Viewer")  # Sync Logs are read-only for View Registrations: the import's page too
+    seen = unescape(viewer.page(f"{BASE}/imports/{job_id}").text)
+    assert 'data-testid="n-created">20<' in seen and "cancel-import" not in seen and "run-import" not in seen
+    assert viewer.get(f"{BASE}/{conn_id}/import").status_code == 403
     assert f"from preview #{preview_id}" in page or f"preview #{preview_id}" in page
     with app.app_context(), database.connection_context():
         assert ImportRun.get(ImportRun.job == job_id).from_preview_id == preview_id

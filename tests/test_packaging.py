@@ -22,6 +22,8 @@ css = client.get("/static/app.css")
 assert css.status_code == 200 and b"Enroll Sync" in css.data
 htmx = client.get("/static/vendor/htmx.min.js")
 assert htmx.status_code == 200 and b"htmx" in htmx.data
+bootstrap = client.get("/static/vendor/bootstrap/bootstrap.min.css")
+assert bootstrap.status_code == 200 and b"Bootstrap" in bootstrap.data
 print("ok")
 """
 
@@ -38,7 +40,10 @@ def test_wheel_contains_and_serves_templates_and_static(tmp_path):
     # the front-end files fetched from npm at set-up travel in the wheel too (make test
     # runs after make setup, so static/vendor is there)
     assert "enroll_sync/static/vendor/htmx.min.js" in names
-    assert "enroll_sync/static/vendor/pico.classless.min.css" in names
+    for vendored in ("bootstrap/bootstrap.min.css", "bootstrap/bootstrap.bundle.min.js",
+                     "bootstrap-icons/bootstrap-icons.min.css", "bootstrap-icons/fonts/bootstrap-icons.woff2",
+                     "chart.umd.min.js"):
+        assert f"enroll_sync/static/vendor/{vendored}" in names, vendored
     target = tmp_path / "site"
     zipfile.ZipFile(wheel).extractall(target)
     env = dict(os.environ, PYTHONPATH=str(target))

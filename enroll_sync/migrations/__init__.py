@@ -14,7 +14,7 @@ import re
 
 from playhouse.migrate import PostgresqlMigrator, SqliteMigrator, migrate
 
-from ..db import database, is_sqlite
+from ..db import analyze, database, is_sqlite
 from ..models import SchemaVersion
 
 _NAME = re.compile(r"^(\d{4})_(\w+)$")
@@ -48,6 +48,8 @@ def upgrade() -> list[str]:
             module.up(database, migrator)
             SchemaVersion.create(version=number, name=name)
         ran.append(f"{number:04d}_{name}")
+    if ran:
+        analyze()  # new indexes, and tables rebuilt by a migration, have no statistics yet
     return ran
 
 

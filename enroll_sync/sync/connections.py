@@ -14,6 +14,7 @@ from typing import Any
 from flask import current_app
 
 from ..adapters import AdapterError, FieldSection, SettingField, SISAdapter, sections_from_dicts, sections_to_dicts
+from ..inputs import MAX_INT, SETTING_MAX, SETTING_TEXT_MAX, field_problem, limit_of
 from ..models import SyncConnection, utcnow
 from ..security import secret_box
 
@@ -47,6 +48,10 @@ def adapter_class(name: str, app=None) -> type[SISAdapter]:
     return cls
 
 
+#: the largest magnitude of a "number" setting without a declared max
+MAX_NUMBER = 1e15
+
+
 def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], stored_secrets: dict[str, Any]
                     ) -> tuple[dict, dict]:
     """Validate submitted values against ``schema``.
@@ -59,6 +64,8 @@ def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], store
         raw = submitted.get(f.key)
         if isinstance(raw, str):
             raw = raw.strip() if f.type != "text" else raw
+            if field_problem(errors, f.key, raw, SETTING_TEXT_MAX if f.type == "text" else SETTING_MAX, f.label):
+                continue
         if f.type == "boolean":
             settings[f.key] = raw in (True, "1", "on", "true", "yes", "y")
             continue
@@ -89,6 +96,10 @@ def coerce_settings(schema: list[SettingField], submitted: dict[str, Any], store
             errors[f.key] = f"{f.label} must be a {'whole number' if f.type == 'integer' else 'number'}."
             continue
         if f.type in ("integer", "number"):
+            if f.max is None and abs(value) > (MAX_INT if f.type == "integer" else MAX_NUMBER):
+                # no adapter needs more, and a number beyond it breaks the code that uses it
+                errors[f.key] = f"{f.label} is too large."
+                continue
             if f.min is not None and value < f.min:
                 errors[f.key] = f"{f.label} must be at least {f.min:g}."
                 continue
@@ -113,6 +124,8 @@ def _validated(cls, name: str, environment: str, submitted: dict, stored_secrets
     errors = {}
     if not (name or "").strip():
         errors["name"] = "Enter a name for this connection."
+    else:
+        field_problem(errors, "name", name.strip(), limit_of(SyncConnection.name), "The name")
     if environment not in dict(ENVIRONMENTS):
         errors["environment"] = "Choose Sandbox or Production."
     settings, secrets = {}, {}

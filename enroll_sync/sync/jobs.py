@@ -75,16 +75,19 @@ def create_job(app, org_id: int, user_id: int | None, selection: Selection, *, k
         q = selection.query(org_id, Value(job.id), Registration.id, School.sync_connection, Value(SYNC_PENDING))
         if only_eligible:
             q = q.where((Registration.status == APPROVED) & School.sync_connection.in_(ok_ids))
-        SyncItem.insert_from(q.order_by(Registration.id),
-                             [SyncItem.job, SyncItem.registration, SyncItem.connection, SyncItem.status]).execute()
-        return _settle_new_job(job)
+        # as_rowcount: no RETURNING of 100,000 ids to the client (PostgreSQL), and the count is the total
+        total = SyncItem.insert_from(q.order_by(Registration.id), [SyncItem.job, SyncItem.registration,
+                                                                    SyncItem.connection, SyncItem.status]
+                                     ).as_rowcount().execute()
+        return _settle_new_job(job, total)
 
 
-def _settle_new_job(job: SyncJob) -> SyncJob | None:
+def _settle_new_job(job: SyncJob, total: int | None = None) -> SyncJob | None:
     """After a new job's items are inserted (same transaction): its total, Held when it
     updates too many known students, its registrations Pending; None (and no job) when
     it holds nothing."""
-    total = SyncItem.select().where(SyncItem.job == job.id).count()
+    if total is None:
+        total = SyncItem.select().where(SyncItem.job == job.id).count()
     if not total:
         job.delete_instance()
         return None
@@ -107,9 +110,9 @@ def create_retry_job(app, job: SyncJob, user_id: int | None) -> SyncJob | None:
              .where((SyncItem.job == job.id) & (SyncItem.status == SYNC_FAILED)
                     & (Registration.organization == job.organization_id))
              .order_by(SyncItem.registration))
-        SyncItem.insert_from(q, [SyncItem.job, SyncItem.registration, SyncItem.connection,
-                                 SyncItem.status]).execute()
-        return _settle_new_job(new)
+        total = SyncItem.insert_from(q, [SyncItem.job, SyncItem.registration, SyncItem.connection,
+                                         SyncItem.status]).as_rowcount().execute()
+        return _settle_new_job(new, total)
 
 
 # --------------------------------------------------------------------------- holding a large update

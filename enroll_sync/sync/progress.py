@@ -100,6 +100,52 @@ def job_progress(job: SyncJob) -> Progress:
     return Progress(job, counts_for([job.id])[job.id], utcnow())
 
 
+@dataclass(frozen=True)
+class RatePoint:
+    """Records finished per second in one slice of a job's run, ``start``..``end``
+    seconds after it started."""
+    start: float
+    end: float
+    records: int
+
+    @property
+    def rate(self) -> float:
+        return self.records / max(self.end - self.start, 0.001)
+
+
+def rate_series(progress: Progress, max_points: int = 40) -> list[RatePoint]:
+    """The job's records/s over its run (so far): the run cut into at most
+    ``max_points`` equal slices of at least a second, each with the records that
+    finished in it. One grouped query, whatever the size of the job."""
+    from ..db import database, is_sqlite  # noqa: PLC0415
+    job = progress.job
+    if not job.started_at:
+        return []
+    start = job.started_at
+    elapsed = (progress.elapsed or 0.0)
+    if elapsed <= 0:
+        return []
+    width = max(1.0, elapsed / max_points)
+    slices = max(1, round(elapsed / width))  # the last slice ends at ``elapsed``, never a sliver
+    p = database.param
+    if is_sqlite():
+        bucket = f"CAST(((julianday(finished_at) - julianday({p})) * 86400.0) / {p} AS INTEGER)"
+        args = (start.strftime("%Y-%m-%d %H:%M:%S.%f"), width)
+    else:
+        bucket = f"FLOOR(EXTRACT(EPOCH FROM (finished_at - CAST({p} AS TIMESTAMP))) / {p})"
+        args = (start, width)
+    sql = (f"SELECT {bucket} AS b, COUNT(*) FROM {SyncItem._meta.table_name} "
+           f"WHERE job_id = {p} AND finished_at IS NOT NULL GROUP BY b")
+    per_slice: dict[int, int] = {}
+    for b, n in database.execute_sql(sql, args + (job.id,)).fetchall():
+        if b is None:
+            continue
+        i = min(max(int(b), 0), slices - 1)  # a record finished a hair before start or after end
+        per_slice[i] = per_slice.get(i, 0) + n
+    return [RatePoint(i * width, elapsed if i == slices - 1 else (i + 1) * width, per_slice.get(i, 0))
+            for i in range(slices)]
+
+
 def summary(counts: dict[str, int]) -> str:
     parts = [f"{counts.get(s, 0)} {s.lower() if s != SYNC_PARTIAL else 'partial'}" for s in
              (SYNC_SUCCEEDED, SYNC_PARTIAL, SYNC_FAILED, SKIPPED) if counts.get(s)]

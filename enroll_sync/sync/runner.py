@@ -3,10 +3,11 @@
 Several tasks may run one job at once (in threads and in separate
 ``enroll-sync worker`` processes); each loops:
 
-1. **claim** a batch of Pending items of one connection (``FOR UPDATE SKIP LOCKED``
-   on PostgreSQL, a ``BEGIN IMMEDIATE`` transaction on SQLite) and take each
-   registration's in-flight marker ``Registration.sync_lock`` (= the SyncItem id)
-   unless another live job holds it. Items and registrations become In Progress.
+1. **claim** a chunk of Pending items of one connection and take each registration's
+   in-flight marker ``Registration.sync_lock`` (= the SyncItem id) unless another live
+   job holds it: one ``UPDATE ... RETURNING`` on PostgreSQL (``FOR UPDATE SKIP LOCKED``
+   inside), three statements in one ``BEGIN IMMEDIATE`` transaction on SQLite. Items and
+   registrations become In Progress.
 2. **re-check and map**: a registration that is no longer Approved is Skipped; the
    connection's mapping is compiled once per connection and task
    (``mappings.check_connection``); records whose mapping has an error are Failed
@@ -17,16 +18,23 @@ Several tasks may run one job at once (in threads and in separate
    answer, errors, SIS id; secrets scrubbed), Registration (Sync Status, last synced;
    marker released) and the student's SIS link on the connection.
 
+The steps are pipelined, so the SIS always has work: while one chunk is on its way to
+the SIS (an exporter thread), the task claims, loads and maps the next one (and asks the
+adapter to do its look-ups for it, ``SISAdapter.prepare``), and a writer thread records
+the chunk before. At most one chunk is claimed ahead of the one being sent; a cancelled
+job's chunk that was claimed ahead is not sent (its records are Skipped).
+
 While a task runs, a heartbeat thread refreshes ``SyncJob.heartbeat_at`` and the
-``sync_lock_at`` of the records it holds. A task killed at any point (SIGKILL
-included) stops heartbeating, and ``recovery`` takes its records back. Every item
-ends Succeeded, Partial Sync, Failed or Skipped.
+``sync_lock_at`` of the records it holds (every chunk claimed and not yet recorded). A
+task killed at any point (SIGKILL included) stops heartbeating, and ``recovery`` takes
+its records back. Every item ends Succeeded, Partial Sync, Failed or Skipped.
 """
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+import queue
 import threading
 from dataclasses import dataclass
 from types import SimpleNamespace
@@ -35,8 +43,8 @@ from typing import Any, Callable
 from ..adapters import AdapterError, ExportRecord, ExportResult, Outcome
 from ..catalog import source_field_keys
 from ..config import JobSettings, job_settings
-from ..db import database, executemany, is_sqlite, retrying, table, write_tx
-from ..models import (ACTIVE_JOB_STATUSES, APPROVED, JOB_QUEUED, JOB_RUNNING, SKIPPED, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL, SYNC_PENDING,
+from ..db import database, execute_values, executemany, fetch, is_sqlite, retrying, table, write_tx
+from ..models import (ACTIVE_JOB_STATUSES, APPROVED, JOB_CANCELLED, JOB_QUEUED, JOB_RUNNING, SKIPPED, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL, SYNC_PENDING,
                       SYNC_SUCCEEDED, Organization, Registration, School, Student, SyncConnection, SyncItem,
                       SyncJob, utcnow)
 from ..redaction import dumps_scrubbed, scrub_text
@@ -82,6 +90,23 @@ class _Send:
     warnings: list
     relinked_from: str | None = None  # the linked id the SIS no longer had (sent again as an insert)
     busy: int = 0                     # times the SIS asked to try again
+
+
+@dataclass
+class _Chunk:
+    """One claimed chunk on its way through the pipeline: claimed, mapped, sent, recorded."""
+
+    conn: Any
+    mine: list                       # (item id, registration id) claimed
+    outcomes: list                   # _Outcome: Skipped / Failed before sending, then the answers
+    reroute: list                    # (item id, registration id, new connection id)
+    to_send: list                    # _Send
+    check: Any = None
+    mapped: set | None = None        # item ids mapped with check's mapping
+    dead: bool = False               # a stage failed: leave it In Progress for recovery
+
+
+CANCELLED_REASON = "Not sent: the sync was cancelled."
 
 
 @dataclass
@@ -163,6 +188,8 @@ class JobRunner:
         self._connections: dict[int, SyncConnection] = {}
         self.heartbeat = _Heartbeat(job.id, self.cfg.heartbeat)
         self.stats = RunStats()
+        self._held: dict[int, int] = {}  # item id -> registration id, claimed and not yet recorded
+        self._held_lock = threading.Lock()
 
     # -- connections and mappings (compiled once per connection)
     def connection(self, conn_id: int) -> SyncConnection | None:
@@ -193,6 +220,8 @@ class JobRunner:
 
     # -- 1. claim
     def claim(self) -> tuple[int | None, list[tuple[int, int]]]:
+        """Take the next chunk of Pending items of one connection (and their registrations'
+        markers); returns (connection id, [(item id, registration id)])."""
         now = utcnow()
         cutoff = now - dt.timedelta(seconds=self.cfg.stale)
         free = Registration.sync_lock.is_null() | (Registration.sync_lock_at < cutoff)
@@ -204,49 +233,91 @@ class JobRunner:
             return None, []
         conn_id = first[0]
         size = self.batch_size(self.connection(conn_id) if conn_id else None)
-        conn_cond = SyncItem.connection.is_null() if conn_id is None else (SyncItem.connection == conn_id)
-
-        def take() -> list[tuple[int, int]]:
-            with write_tx():
-                q = (SyncItem.select(SyncItem.id, SyncItem.registration)
-                     .join(Registration, on=(SyncItem.registration == Registration.id))
-                     .where(base & conn_cond).order_by(SyncItem.id).limit(size))
-                if not is_sqlite():
-                    q = q.for_update(of=SyncItem, skip_locked=True)  # tasks of one job take different rows
-                pairs = list(q.tuples())
-                if not pairs:
-                    return []
-                reg_ids = [r for _, r in pairs]
-                # the in-flight markers (and In Progress), row by row in id order (no deadlock
-                # between claims); a row another job holds is left as it is
-                executemany(f'UPDATE {table(Registration)} SET "sync_lock"=?, "sync_lock_at"=?, "sync_status"=? '
-                             f'WHERE "id"=? AND ("sync_lock" IS NULL OR "sync_lock_at" < ?)',
-                             [(str(i), now, SYNC_IN_PROGRESS, r, cutoff)
-                              for i, r in sorted(pairs, key=lambda p: p[1])])
-                held = dict(Registration.select(Registration.id, Registration.sync_lock)
-                            .where(Registration.id.in_(reg_ids)).tuples())
-                taken = [(i, r) for i, r in pairs if held.get(r) == str(i)]
-                if taken:
-                    SyncItem.update(status=SYNC_IN_PROGRESS, started_at=now).where(
-                        SyncItem.id.in_([i for i, _ in taken])).execute()
-                return taken
-
-        mine = retrying(take)
+        take = self._take_sqlite if is_sqlite() else self._take_postgres
+        mine = retrying(lambda: take(conn_id, size, now, cutoff))
         if not mine:
             return conn_id, []
-        self.heartbeat.held = mine
+        self._hold(mine)
         self.stats.claimed += len(mine)
         return conn_id, mine
 
-    # -- 2. + 3. check, map and export one claimed batch
+    def _take_postgres(self, conn_id, size, now, cutoff) -> list[tuple[int, int]]:
+        """One statement: pick the items (``SKIP LOCKED``: tasks of one job take different
+        rows), lock their registrations in id order (no deadlock between claims), take the
+        markers that are free (a row another job holds is left as it is), and mark the
+        items whose marker was taken In Progress."""
+        I, R = table(SyncItem), table(Registration)
+        conn_sql = 'i."connection_id" IS NULL' if conn_id is None else 'i."connection_id" = %s'
+        sql = (
+            f'WITH picked AS (SELECT i."id", i."registration_id" FROM {I} i JOIN {R} r ON r."id" = i."registration_id" '
+            f'WHERE i."job_id" = %s AND i."status" = %s AND {conn_sql} '
+            f'AND (r."sync_lock" IS NULL OR r."sync_lock_at" < %s) '
+            f'ORDER BY i."id" LIMIT %s FOR UPDATE OF i SKIP LOCKED), '
+            f'free AS (SELECT r."id" FROM {R} r WHERE r."id" IN (SELECT "registration_id" FROM picked) '
+            f'AND (r."sync_lock" IS NULL OR r."sync_lock_at" < %s) ORDER BY r."id" FOR UPDATE OF r SKIP LOCKED), '
+            f'marked AS (UPDATE {R} r SET "sync_lock" = CAST(p."id" AS TEXT), "sync_lock_at" = %s, '
+            f'"sync_status" = %s FROM picked p WHERE r."id" = p."registration_id" '
+            f'AND r."id" IN (SELECT "id" FROM free) RETURNING p."id" AS item_id) '
+            f'UPDATE {I} i SET "status" = %s, "started_at" = %s FROM marked m WHERE i."id" = m.item_id '
+            f'RETURNING i."id", i."registration_id"')
+        params = [self.job_id, SYNC_PENDING, *([] if conn_id is None else [conn_id]), cutoff, size, cutoff,
+                  now, SYNC_IN_PROGRESS, SYNC_IN_PROGRESS, now]
+        with write_tx():
+            return sorted(tuple(row) for row in database.execute_sql(sql, params).fetchall())
+
+    def _take_sqlite(self, conn_id, size, now, cutoff) -> list[tuple[int, int]]:
+        """Three statements in one ``BEGIN IMMEDIATE`` transaction (SQLite has one writer)."""
+        I, R = table(SyncItem), table(Registration)
+        free = Registration.sync_lock.is_null() | (Registration.sync_lock_at < cutoff)
+        conn_cond = SyncItem.connection.is_null() if conn_id is None else (SyncItem.connection == conn_id)
+        with write_tx():
+            pairs = list(SyncItem.select(SyncItem.id, SyncItem.registration)
+                         .join(Registration, on=(SyncItem.registration == Registration.id))
+                         .where((SyncItem.job == self.job_id) & (SyncItem.status == SYNC_PENDING) & free & conn_cond)
+                         .order_by(SyncItem.id).limit(size).tuples())
+            if not pairs:
+                return []
+            values = ",".join("(?, ?)" * 1 for _ in pairs)
+            rows = fetch(
+                f'UPDATE {R} SET "sync_lock" = m.lock, "sync_lock_at" = ?, "sync_status" = ? '
+                f'FROM (SELECT column1 AS reg, column2 AS lock FROM (VALUES {values})) AS m '
+                f'WHERE {R}."id" = m.reg AND ({R}."sync_lock" IS NULL OR {R}."sync_lock_at" < ?) '
+                f'RETURNING {R}."id", {R}."sync_lock"',
+                [now, SYNC_IN_PROGRESS, *(v for i, r in pairs for v in (r, str(i))), cutoff])
+            held = dict(rows)
+            taken = [(i, r) for i, r in pairs if held.get(r) == str(i)]
+            if taken:
+                fetch(f'UPDATE {I} SET "status" = ?, "started_at" = ? WHERE "id" IN ({",".join("?" * len(taken))})',
+                      [SYNC_IN_PROGRESS, now, *(i for i, _ in taken)])
+            return taken
+
+    def _hold(self, pairs: list[tuple[int, int]]) -> None:
+        with self._held_lock:
+            self._held.update(pairs)
+            self.heartbeat.held = list(self._held.items())
+
+    def _release(self, pairs: list[tuple[int, int]]) -> None:
+        with self._held_lock:
+            for item_id, _ in pairs:
+                self._held.pop(item_id, None)
+            self.heartbeat.held = list(self._held.items())
+
+    # -- 2. + 3. check, map and export one claimed chunk
     def process(self, conn_id: int | None, mine: list[tuple[int, int]]) -> None:
+        """Map, send and record one claimed chunk, one step after the other (the pipeline
+        in ``run`` does the same steps in three threads)."""
+        chunk = self.prepare(conn_id, mine)
+        self.send_chunk(chunk)
+        self.record_chunk(chunk)
+
+    def prepare(self, conn_id: int | None, mine: list[tuple[int, int]]) -> _Chunk:
+        """Load, re-check and map a claimed chunk: what to send, and the outcomes already
+        known (Skipped, Failed by its mapping, rerouted)."""
         regs = load_registrations([r for _, r in mine])
-        outcomes: list[_Outcome] = []
-        reroute: list[tuple[int, int, int]] = []
-        to_send: list[_Send] = []
         conn = self.connection(conn_id) if conn_id else None
+        chunk = _Chunk(conn, mine, [], [], [], mapped=set())
+        outcomes, reroute, to_send = chunk.outcomes, chunk.reroute, chunk.to_send
         check = None
-        mapped: set[int] = set()
         linked = sis_ids_for([reg.student_id for reg in regs.values()], link_scope(conn)) if conn else {}
         for item_id, reg_id in mine:
             reg = regs.get(reg_id)
@@ -274,21 +345,64 @@ class JobRunner:
             if check.problem:
                 outcomes.append(_Outcome(item_id, reg_id, SYNC_FAILED, check.problem))
                 continue
-            mapped.add(item_id)
-            sis_id = linked.get(reg.student_id)
-            send = self.map(check, reg, item_id, sis_id)
+            chunk.mapped.add(item_id)
+            send = self.map(check, reg, item_id, linked.get(reg.student_id))
             if isinstance(send, _Outcome):
                 outcomes.append(send)
             else:
                 to_send.append(send)
-        if to_send:
-            outcomes.extend(self.export(conn, check, to_send))
-        if mapped and check is not None:
-            for o in outcomes:
-                if o.item_id in mapped:
-                    o.mapping_version = check.mapping_version
-        self.record(conn, outcomes, reroute)
+        chunk.check = check
+        return chunk
+
+    def look_up(self, chunk: _Chunk) -> None:
+        """The adapter's look-ups for a mapped chunk (its own pipeline stage: they wait on
+        the SIS while the task maps the next chunk and the exporter sends the one before)."""
+        if chunk.to_send and chunk.conn is not None:
+            self._prepare_export(chunk.conn, [s.record for s in chunk.to_send])
+
+    def _prepare_export(self, conn: SyncConnection, records: list[ExportRecord]) -> None:
+        """Let the adapter do its look-ups for these records now, while the previous chunk
+        is on its way (``SISAdapter.prepare``); a failure here is the export's to report."""
+        from .connections import open_adapter
+        try:
+            open_adapter(conn, self.app).prepare(records)
+        except Exception:
+            log.info("preparing an export through connection %s failed; the export looks up itself",
+                     conn.id, exc_info=True)
+
+    def send_chunk(self, chunk: _Chunk) -> None:
+        """Export what the chunk has to send (nothing when the job was cancelled after the
+        chunk was claimed: those records are Skipped, never sent)."""
+        if chunk.to_send:
+            if self.cancelled():
+                reason = self.cancel_reason()
+                chunk.outcomes.extend(_Outcome(s.item_id, s.reg.id, SKIPPED, reason) for s in chunk.to_send)
+            elif self.stop.is_set():
+                # the worker is shutting down: what was claimed but not sent goes back to
+                # Pending for the next task, untouched (the chunk on the wire finishes)
+                chunk.reroute.extend((s.item_id, s.reg.id, chunk.conn.id) for s in chunk.to_send)
+            else:
+                chunk.outcomes.extend(self.export(chunk.conn, chunk.check, chunk.to_send))
+            chunk.to_send = []
+        if chunk.mapped and chunk.check is not None:
+            for o in chunk.outcomes:
+                if o.item_id in chunk.mapped and o.status != SKIPPED:
+                    o.mapping_version = chunk.check.mapping_version
+
+    def record_chunk(self, chunk: _Chunk) -> None:
+        self.record(chunk.conn, chunk.outcomes, chunk.reroute)
+        self._release(chunk.mine)
         self.stats.batches += 1
+
+    def cancelled(self) -> bool:
+        return SyncJob.select(SyncJob.status).where(SyncJob.id == self.job_id).scalar() == JOB_CANCELLED
+
+    def cancel_reason(self) -> str:
+        """The reason Cancel sync gave the records it skipped (it names who cancelled)."""
+        row = (SyncItem.select(SyncItem.reason).where(
+            (SyncItem.job == self.job_id) & (SyncItem.status == SKIPPED)
+            & SyncItem.reason.startswith("Not sent: the sync was cancelled")).limit(1).tuples().first())
+        return row[0] if row else CANCELLED_REASON
 
     def map(self, check: ConnectionCheck, reg, item_id: int, sis_id: str | None,
             relinked_from: str | None = None) -> "_Send | _Outcome":
@@ -410,12 +524,25 @@ class JobRunner:
 
         def write():
             with write_tx():
-                executemany(
-                    f'UPDATE {I} SET "status"=?, "reason"=?, "action"=?, "sis_id"=?, "sent"=?, "response"=?, '
-                    f'"errors"=?, "mapping_version"=?, "finished_at"=? WHERE "id"=? AND "status"=?', item_rows)
-                executemany(
-                    f'UPDATE {R} SET "sync_status"=?, "last_synced_at"=COALESCE(?, "last_synced_at"), '
-                    f'"sync_lock"=NULL, "sync_lock_at"=NULL WHERE "id"=? AND "sync_lock"=?', reg_rows)
+                if is_sqlite():  # one prepared statement per table, run for every row (no round trips)
+                    executemany(
+                        f'UPDATE {I} SET "status"=?, "reason"=?, "action"=?, "sis_id"=?, "sent"=?, "response"=?, '
+                        f'"errors"=?, "mapping_version"=?, "finished_at"=? WHERE "id"=? AND "status"=?', item_rows)
+                    executemany(
+                        f'UPDATE {R} SET "sync_status"=?, "last_synced_at"=COALESCE(?, "last_synced_at"), '
+                        f'"sync_lock"=NULL, "sync_lock_at"=NULL WHERE "id"=? AND "sync_lock"=?', reg_rows)
+                else:  # one UPDATE ... FROM (VALUES ...) per table
+                    execute_values(
+                        f'UPDATE {I} AS t SET "status"=v.st, "reason"=v.reason, "action"=v.action, "sis_id"=v.sis_id, '
+                        f'"sent"=v.sent, "response"=v.response, "errors"=v.errors, "mapping_version"=v.mv, '
+                        f'"finished_at"=v.fin FROM (VALUES %s) AS v(st, reason, action, sis_id, sent, response, '
+                        f'errors, mv, fin, id, cur) WHERE t."id"=v.id AND t."status"=v.cur', item_rows,
+                        "(%s, %s, %s, %s, %s, %s, %s, %s::integer, %s::timestamp, %s::integer, %s)")
+                    execute_values(
+                        f'UPDATE {R} AS t SET "sync_status"=v.st, "last_synced_at"=COALESCE(v.at, t."last_synced_at"), '
+                        f'"sync_lock"=NULL, "sync_lock_at"=NULL FROM (VALUES %s) AS v(st, at, id, lock) '
+                        f'WHERE t."id"=v.id AND t."sync_lock"=v.lock', reg_rows,
+                        "(%s, %s::timestamp, %s::integer, %s)")
                 for student_id, gone in stale:  # the SIS said it no longer has this record
                     forget_gone(student_id, scope, gone)
                 record_links(link_changes)
@@ -431,7 +558,6 @@ class JobRunner:
                         (Registration.id == reg_id) & (Registration.sync_lock == str(item_id))).execute()
 
         retrying(write)
-        self.heartbeat.held = []
         SyncJob.update(heartbeat_at=now).where(SyncJob.id == self.job_id).execute()
 
     # -- the loop
@@ -444,19 +570,26 @@ class JobRunner:
             self.stats.finished = True  # completed meanwhile
             return self.stats
         self.heartbeat.start()
+        pipe = _Pipeline(self)
         try:
             if first and self.job.total > PENDING_INLINE_MAX:
                 mark_pending_in_chunks(self.job_id)
             while True:
                 if self.stop.is_set():
                     self.stats.stopped = True
+                    pipe.close()  # the chunks on their way finish first
                     if requeue is not None:
                         requeue(self.job_id)  # the next worker carries on at once
                     break
+                if not pipe.wait_for_room():
+                    break  # a stage failed
                 conn_id, mine = self.claim()
                 if mine:
-                    self.process(conn_id, mine)
+                    pipe.submit(self.prepare(conn_id, mine))
                     continue
+                # nothing to claim: what is on its way is recorded before deciding what is left
+                if not pipe.drain():
+                    break
                 counts = counts_for([self.job_id])[self.job_id]
                 pending, in_progress = counts.get(SYNC_PENDING, 0), counts.get(SYNC_IN_PROGRESS, 0)
                 if not pending and not in_progress:
@@ -469,10 +602,132 @@ class JobRunner:
                 # pending records are held by another job (or a task mid-claim): wait for them
                 self.stop.wait(self.cfg.poll)
         finally:
+            pipe.close()
             self.heartbeat.stop()
+        if pipe.error is not None:
+            raise pipe.error
         log.info("sync job %s: this task sent %d record(s) in %d batch(es)%s", self.job_id, self.stats.exported,
                  self.stats.batches, "; the job is complete" if self.stats.finished else "")
         return self.stats
+
+
+class _Pipeline:
+    """The exporter and writer threads of one task.
+
+    The task's own thread claims and maps chunk k+2 while a look-up thread has the
+    adapter prepare chunk k+1 (``SISAdapter.prepare``), the exporter sends chunk k and the
+    writer records chunk k-1. ``wait_for_room`` lets the task claim only when at most
+    ``AHEAD`` chunks wait besides the one being sent, so little is claimed ahead (a cancel
+    skips what was not sent). A stage that fails stops the pipeline; the
+    chunks it held stay In Progress under their markers, and recovery takes them back
+    once the task is gone, as after a crash.
+    """
+
+    AHEAD = 2  # chunks claimed besides the one being sent (one mapped, one being looked up)
+
+    def __init__(self, runner: JobRunner):
+        self.runner = runner
+        self.cond = threading.Condition()
+        self.unsent = 0       # submitted, export not finished
+        self.unrecorded = 0   # submitted, not recorded
+        self.error: BaseException | None = None
+        self.to_look_up: queue.Queue = queue.Queue()
+        self.to_send: queue.Queue = queue.Queue()
+        self.to_record: queue.Queue = queue.Queue()
+        self.threads = [threading.Thread(target=self._thread, args=(self._look_up_loop,), daemon=True,
+                                         name=f"sync-look-up-{runner.job_id}"),
+                        threading.Thread(target=self._thread, args=(self._send_loop,), daemon=True,
+                                         name=f"sync-send-{runner.job_id}"),
+                        threading.Thread(target=self._thread, args=(self._record_loop,), daemon=True,
+                                         name=f"sync-record-{runner.job_id}")]
+        self.closed = False
+        for t in self.threads:
+            t.start()
+
+    def _thread(self, loop) -> None:
+        with self.runner.app.app_context(), database.connection_context():
+            loop()
+
+    def _fail(self, exc: BaseException) -> None:
+        log.exception("sync job %s: a task stage failed; its records are taken back by recovery",
+                      self.runner.job_id, exc_info=exc)
+        with self.cond:
+            if self.error is None:
+                self.error = exc
+            self.cond.notify_all()
+
+    def _look_up_loop(self) -> None:
+        while True:
+            chunk = self.to_look_up.get()
+            if chunk is None:
+                self.to_send.put(None)
+                return
+            if self.error is None:
+                self.runner.look_up(chunk)  # never raises: the export looks up itself
+            self.to_send.put(chunk)
+
+    def _send_loop(self) -> None:
+        while True:
+            chunk = self.to_send.get()
+            if chunk is None:
+                self.to_record.put(None)
+                return
+            try:
+                if self.error is None:
+                    self.runner.send_chunk(chunk)
+                else:
+                    chunk.dead = True
+            except BaseException as exc:
+                chunk.dead = True
+                self._fail(exc)
+            finally:
+                with self.cond:
+                    self.unsent -= 1
+                    self.cond.notify_all()
+            self.to_record.put(chunk)
+
+    def _record_loop(self) -> None:
+        while True:
+            chunk = self.to_record.get()
+            if chunk is None:
+                return
+            try:
+                if self.error is None and not chunk.dead:
+                    self.runner.record_chunk(chunk)
+            except BaseException as exc:
+                self._fail(exc)
+            finally:
+                with self.cond:
+                    self.unrecorded -= 1
+                    self.cond.notify_all()
+
+    def submit(self, chunk: _Chunk) -> None:
+        with self.cond:
+            self.unsent += 1
+            self.unrecorded += 1
+        self.to_look_up.put(chunk)
+
+    def wait_for_room(self) -> bool:
+        """Wait until the next chunk may be claimed; False when a stage failed."""
+        with self.cond:
+            while self.error is None and self.unsent > self.AHEAD:
+                self.cond.wait(0.5)
+            return self.error is None
+
+    def drain(self) -> bool:
+        """Wait until every submitted chunk is recorded; False when a stage failed."""
+        with self.cond:
+            while self.error is None and self.unrecorded:
+                self.cond.wait(0.5)
+            return self.error is None
+
+    def close(self) -> None:
+        if self.closed:
+            return
+        self.closed = True
+        self.to_look_up.put(None)
+        for t in self.threads:
+            t.join()
 
 
 def load_registrations(ids: list[int]) -> dict[int, SimpleNamespace]:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import importlib
 
-from flask import abort, render_template, request
+from flask import abort, current_app, render_template, request, url_for
 from flask_login import current_user
 from jinja2_fragments.flask import render_block
 
@@ -21,6 +21,27 @@ def register_blueprints(app):
         app.register_blueprint(module.bp)
     from .templating import init_templating
     init_templating(app)
+
+
+def may(endpoint: str, user=None) -> bool:
+    """Whether ``user`` (the signed-in user) holds every permission the route ``endpoint``
+    declares with ``require_permission``: a page shows a button only when the route
+    behind it would answer, so the two never disagree."""
+    user = user or current_user
+    if not getattr(user, "is_authenticated", False):
+        return False
+    view = current_app.view_functions.get(endpoint)
+    needed = getattr(view, "required_permissions", None)
+    if view is None or needed is None:
+        return False
+    return all(user.can(p) for p in needed)
+
+
+def job_url(job_id: int, **args) -> str:
+    """Where a sync job's page is for the signed-in user: under Registrations for those
+    who may sync (they watch the syncs they start there), else under Sync Logs."""
+    area = "registrations" if may("registrations.sync_start") else "sync_logs"
+    return url_for(f"{area}.job", job_id=job_id, **args)
 
 
 def is_htmx() -> bool:

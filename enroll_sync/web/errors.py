@@ -10,7 +10,7 @@ log = logging.getLogger("enroll_sync")
 
 ERROR_MESSAGES = {
     400: "This form has expired or was not sent from Enroll Sync. Reload the page and try again.",
-    403: "Your role does not include the permission this needs. Ask a district admin if you need it.",
+    403: "You do not have the permission this needs. Ask a district admin to grant it under Settings > Users.",
     404: "That no longer exists, or it belongs to another organization. Reload the page.",
     405: "That action is not available here.",
     413: "The file or form is larger than Enroll Sync accepts.",
@@ -35,7 +35,11 @@ def error_response(template, code, message=None, error=None):
 def register_error_handlers(app):
     def page(template, code):
         def handler(error):
-            return error_response(template, code, error=error)
+            # require_permission says which permission is missing; werkzeug's own text is generic
+            message = getattr(error, "description", None)
+            if not message or message == type(error).description:
+                message = None
+            return error_response(template, code, message=message, error=error)
         return handler
 
     app.register_error_handler(403, page("errors/403.html", 403))

@@ -1,7 +1,8 @@
 """Settings > Sync Service > a connection > Import from SIS: preview an import, run it,
 schedule it daily, and watch an import job (progress, Cancel, Resume, per-student
 outcomes with the reason, the problems as CSV). Sync Service Full Access; everything
-scoped to the signed-in user's organization.
+scoped to the signed-in user's organization. An import job's page and its CSV are read-only
+for whoever may read Sync Logs (View Registrations).
 
 An import job is also a Sync Logs entry (kind Import); its page lives here because its
 records are SIS students, not registrations.
@@ -31,6 +32,8 @@ log = logging.getLogger("enroll_sync.web")
 
 bp = Blueprint("imports", __name__, url_prefix="/settings/sync-service")
 need = security.require_permission(security.SYNC_FULL_ACCESS)
+#: an import job's page is a Sync Logs entry: read-only for whoever may read Sync Logs
+read = security.require_permission(security.VIEW_REGISTRATIONS)
 
 ITEMS_PER_PAGE = 50
 #: how many students with per-field differences a preview shows
@@ -141,7 +144,7 @@ def _sample(job: SyncJob) -> list[ImportItem]:
 
 
 @bp.route("/imports/<job_id>")
-@need
+@read
 def import_job(job_id):
     job = _import_job(job_id)
     if job is None:
@@ -174,7 +177,7 @@ def import_job(job_id):
 
 
 @bp.route("/imports/<job_id>/progress")
-@need
+@read
 def import_job_progress(job_id):
     job = _import_job(job_id)
     if job is None:
@@ -217,7 +220,7 @@ def resume(job_id):
 
 
 @bp.route("/imports/<job_id>/problems.csv")
-@need
+@read
 def problems_csv(job_id):
     """The students the import could not import (conflicts and failures), with the reason."""
     job = _import_job(job_id)

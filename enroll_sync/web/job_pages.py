@@ -1,7 +1,10 @@
 """A sync job's page, shared by Registrations (where a registrar watches the sync they
 started) and Sync Logs: the records filterable by status with the SIS's reason, the
-self-polling progress component, Cancel sync, approving a Held job, and the failures
-as CSV. Each blueprint's routes check their own permission and call these."""
+self-polling progress component (header, bar, records/s line and the buttons, so the
+page settles into its final state the moment the job ends), Cancel sync, approving a
+Held job, and the failures as CSV. Each blueprint's routes check their own permission
+and call these; a button is shown only when the route behind it would let the
+signed-in user through (``may``), so the page is read-only to a viewer."""
 from __future__ import annotations
 
 import csv
@@ -16,12 +19,21 @@ from .. import security
 from ..db import database
 from ..models import ITEM_STATUSES, JOB_HELD, Registration, School, Student, SyncItem, SyncJob, User
 from ..sync.jobs import PENDING_INLINE_MAX, approve_job, cancel_job
-from ..sync.progress import failed_items, job_progress
-from . import audit, page_arg, render
+from ..sync.progress import failed_items, job_progress, rate_series
+from . import audit, may, page_arg, render
 
 log = logging.getLogger("enroll_sync.web")
 
 ITEMS_PER_PAGE = 50
+
+
+def _action_url(job: SyncJob, area: str, action: str) -> str | None:
+    """The route of ``action`` (cancel, approve) the signed-in user may use: this area's,
+    else the other area's, else None (the button is not shown)."""
+    for a in (area, "sync_logs" if area == "registrations" else "registrations"):
+        if may(f"{a}.job_{action}"):
+            return url_for(f"{a}.job_{action}", job_id=job.id)
+    return None
 
 
 def _urls(job: SyncJob, area: str) -> dict:
@@ -30,15 +42,20 @@ def _urls(job: SyncJob, area: str) -> dict:
         "job": lambda **kw: url_for(f"{area}.job", job_id=job.id, **kw),
         "progress": url_for(progress_endpoint, job_id=job.id),
         "csv": url_for(f"{area}.job_failures_csv", job_id=job.id),
-        "retry": url_for("registrations.job_retry", job_id=job.id),
-        "cancel": url_for(f"{area}.job_cancel", job_id=job.id),
-        "approve": url_for(f"{area}.job_approve", job_id=job.id),
+        "retry": url_for("registrations.job_retry", job_id=job.id) if may("registrations.job_retry") else None,
+        "cancel": _action_url(job, area, "cancel"),
+        "approve": _action_url(job, area, "approve"),
     }
 
 
-def _approver_roles() -> list[str]:
-    """The roles that may approve a held job (those with Sync Service Full Access)."""
-    return [role for role, perms in security.ROLES.items() if security.SYNC_FULL_ACCESS in perms]
+def _approvers(job: SyncJob) -> list[User]:
+    """Who may approve a held job: active users of the district holding Sync Service
+    Full Access (and View Registrations, to see the job), not the one who started it."""
+    q = User.select().where((User.organization == job.organization_id) & (User.active == True))  # noqa: E712
+    if job.created_by_id:
+        q = q.where(User.id != job.created_by_id)
+    return [u for u in q.order_by(User.name)
+            if u.can(security.SYNC_FULL_ACCESS) and u.can(security.VIEW_REGISTRATIONS)][:10]
 
 
 def hold_context(job: SyncJob) -> dict:
@@ -49,12 +66,8 @@ def hold_context(job: SyncJob) -> dict:
         out["approved_by"] = User.get_or_none(User.id == job.approved_by_id)
     if job.status != JOB_HELD:
         return out
-    q = User.select().where((User.organization == job.organization_id) & (User.active == True)  # noqa: E712
-                            & User.role.in_(_approver_roles()))
-    if job.created_by_id:
-        q = q.where(User.id != job.created_by_id)
-    out["approvers"] = list(q.order_by(User.name).limit(10))
-    out["can_approve"] = current_user.can(security.SYNC_FULL_ACCESS) and current_user.id != job.created_by_id
+    out["approvers"] = _approvers(job)
+    out["can_approve"] = _action_url(job, "sync_logs", "approve") is not None and current_user.id != job.created_by_id
     return out
 
 
@@ -72,14 +85,17 @@ def job_page(job: SyncJob, area: str):
         q = q.where(SyncItem.status == status)
     shown = q.count()
     items = list(q.order_by(SyncItem.id).paginate(page, ITEMS_PER_PAGE))
+    return render("jobs/job.html", "job-items", items=items, status=status, statuses=ITEM_STATUSES, page=page,
+                  pages=max(1, -(-shown // ITEMS_PER_PAGE)), shown=shown, **_progress_context(job, area),
+                  **hold_context(job))
+
+
+def _progress_context(job: SyncJob, area: str) -> dict:
+    """What the self-polling part of the page needs (the whole page needs it too)."""
     progress = job_progress(job)
     creator = User.get_or_none(User.id == job.created_by_id) if job.created_by_id else None
-    can_retry = all(current_user.can(p) for p in (security.VIEW_REGISTRATIONS, security.EDIT_REGISTRATIONS))
-    return render("jobs/job.html", "job-items", job=job, progress=progress, items=items, status=status,
-                  statuses=ITEM_STATUSES, page=page, pages=max(1, -(-shown // ITEMS_PER_PAGE)), shown=shown,
-                  creator=creator, area=area, urls=_urls(job, area), can_retry=can_retry,
-                  can_cancel=True,  # both areas' routes that show this page may cancel (see cancel_response)
-                  **hold_context(job))
+    return {"job": job, "progress": progress, "rates": rate_series(progress), "creator": creator, "area": area,
+            "urls": _urls(job, area)}
 
 
 def cancel_response(job: SyncJob, area: str):
@@ -129,9 +145,10 @@ def approve_response(job: SyncJob, area: str):
 
 def job_progress_fragment(job: SyncJob, area: str):
     """Only the progress component (what the page polls), whatever the request."""
-    progress = job_progress(job)
-    resp = Response(render_block("jobs/job.html", "job_progress", job=job, progress=progress, area=area,
-                                 urls=_urls(job, area)), mimetype="text/html")
+    ctx = _progress_context(job, area)
+    progress = ctx["progress"]
+    resp = Response(render_block("jobs/job.html", "job_progress", **ctx), mimetype="text/html")
+    resp.headers["Cache-Control"] = "no-store"
     if progress.finished and request.headers.get("HX-Request"):
         resp.headers["HX-Trigger"] = "sync-job-finished"  # the records table reloads once
     return resp

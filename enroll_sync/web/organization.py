@@ -39,7 +39,7 @@ def parse_hold_limit(raw: str | None) -> tuple[int | None, str | None]:
 
 
 @bp.route("/", methods=["GET", "POST"])
-@security.require_permission(security.MANAGE_USERS)
+@security.require_permission(security.MANAGE_DISTRICT)
 def settings():
     org = Organization.get_by_id(current_user.organization_id)
     errors: dict[str, str] = {}

@@ -2,10 +2,10 @@
 the confirmation and "Proceed with Sync", the sync job a registrar watches, and
 one registration's page with its Sync Status and history.
 
-Permissions: viewing needs View Registrations; syncing (the confirmation, Proceed
-with Sync, Retry failed) and watching a sync job from here need View Registrations
-+ Edit Registrations, as the walkthrough says. The same job is also shown under
-Settings > Sync Service > Sync Logs to Sync Service Full Access (``sync_logs``).
+Permissions: viewing (the list, a registration, a job's page) needs View
+Registrations; syncing (the confirmation, Proceed with Sync, Retry failed, Cancel
+sync) needs View Registrations + Edit Registrations, as the walkthrough says. The same
+job page is also served under Settings > Sync Service > Sync Logs (``sync_logs``).
 """
 from __future__ import annotations
 
@@ -19,15 +19,16 @@ from peewee import fn
 from .. import security
 from ..ids import parse_id
 from ..db import database
-from ..models import (JOB_HELD, AuditLog, SisLink, REGISTRATION_STATUSES, SYNC_STATUSES, FormField, Organization, Registration,
-                      School, Student, SyncJob)
+from ..models import (JOB_HELD, AuditLog, SisLink, REGISTRATION_STATUSES, SYNC_FAILED, SYNC_PARTIAL, SYNC_STATUSES,
+                      FormField, Organization, Registration, School, Student, SyncJob)
 from ..sync.jobs import create_job, create_retry_job
 from ..sync.plan import plan_sync
 from ..sync.links import link_scope, links_of_student
 from ..sync.links import unlink as unlink_link
+from ..sync.overview import status_reasons
 from ..sync.progress import registration_history, running_jobs
 from ..sync.selection import DEFAULT_SORT, SORTS, RegistrationFilter, Selection
-from . import audit, get_scoped_or_404, is_htmx, org_id, render, scoped
+from . import audit, get_scoped_or_404, is_htmx, job_url, may, org_id, render, scoped
 from .job_pages import (approve_response, cancel_response, enqueue_or_warn, failures_csv, job_page,
                         job_progress_fragment)
 
@@ -36,6 +37,8 @@ log = logging.getLogger("enroll_sync.web")
 bp = Blueprint("registrations", __name__, url_prefix="/registrations")
 
 PAGE_SIZE = 50
+#: rows per page a registrar may choose (``per_page``)
+PAGE_SIZES = (25, 50, 100)
 GRADES = ("PK", "TK", "K", "1", "2", "3", "4", "5", "6", "7", "8", "9", "10", "11", "12")
 SYNC = (security.VIEW_REGISTRATIONS, security.EDIT_REGISTRATIONS)
 
@@ -62,10 +65,21 @@ def _page_arg(args) -> int:
         return 1
 
 
-def _list_url(flt: RegistrationFilter, sort: str, direction: str, page: int = 1, **changes) -> str:
+def _per_page_arg(args) -> int:
+    try:
+        n = int(args.get("per_page", PAGE_SIZE))
+    except (TypeError, ValueError):
+        return PAGE_SIZE
+    return n if n in PAGE_SIZES else PAGE_SIZE
+
+
+def _list_url(flt: RegistrationFilter, sort: str, direction: str, page: int = 1, per_page: int = PAGE_SIZE,
+              **changes) -> str:
     args = {**flt.to_args()}
     if (sort, direction) != DEFAULT_SORT:
         args.update(sort=sort, dir=direction)
+    if per_page != PAGE_SIZE:
+        args["per_page"] = per_page
     if page > 1:
         args["page"] = page
     args.update(changes)
@@ -87,29 +101,32 @@ def index():
     flt = RegistrationFilter.from_args(request.args)
     sort, direction = _sort_args(request.args)
     page = _page_arg(request.args)
+    per_page = _per_page_arg(request.args)
     query = flt.query(org_id(), Registration, Student, School)
     total = query.count()
-    pages = max(1, -(-total // PAGE_SIZE))
+    pages = max(1, -(-total // per_page))
     page = min(page, pages)
     column = SORTS[sort]
     order = [column.desc() if direction == "desc" else column.asc()]
     if sort != "form_id":
         order.append(Registration.form_id.desc() if direction == "desc" else Registration.form_id.asc())
-    rows = list(query.order_by(*order).paginate(page, PAGE_SIZE))
+    rows = list(query.order_by(*order).paginate(page, per_page))
+    reasons = status_reasons(r.id for r in rows if r.sync_status in (SYNC_FAILED, SYNC_PARTIAL))
 
     def sort_url(key):
         new_dir = "desc" if (key == sort and direction == "asc") else "asc"
         if key != sort and key in ("form_id", "submitted", "last_synced"):
             new_dir = "desc"
-        return _list_url(flt, key, new_dir)
+        return _list_url(flt, key, new_dir, per_page=per_page)
 
     resp = make_response(render(
         "registrations/index.html", "registration-list", rows=rows, page=page, pages=pages, total=total,
-        flt=flt, sort=sort, direction=direction, sort_url=sort_url,
-        page_url=lambda p: _list_url(flt, sort, direction, p), can_sync=can_sync(), **_choices()))
+        flt=flt, sort=sort, direction=direction, sort_url=sort_url, reasons=reasons, per_page=per_page,
+        page_sizes=PAGE_SIZES, page_url=lambda p: _list_url(flt, sort, direction, p, per_page),
+        can_sync=can_sync(), **_choices()))
     if is_htmx():
         # the address bar shows the filter without the empty fields of the form
-        resp.headers["HX-Push-Url"] = _list_url(flt, sort, direction, page)
+        resp.headers["HX-Push-Url"] = _list_url(flt, sort, direction, page, per_page)
     return resp
 
 
@@ -212,19 +229,20 @@ _enqueue = enqueue_or_warn
 # --------------------------------------------------------------------------- the job, for a registrar
 
 @bp.route("/sync-jobs/<job_id>")
-@security.require_permission(*SYNC)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job(job_id):
+    """The job page (read-only to those who may not sync: no Cancel, no Retry failed)."""
     return job_page(get_scoped_or_404(SyncJob, job_id), area="registrations")
 
 
 @bp.route("/sync-jobs/<job_id>/progress")
-@security.require_permission(*SYNC)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job_progress(job_id):
     return job_progress_fragment(get_scoped_or_404(SyncJob, job_id), area="registrations")
 
 
 @bp.route("/sync-jobs/<job_id>/failures.csv")
-@security.require_permission(*SYNC)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job_failures_csv(job_id):
     return failures_csv(get_scoped_or_404(SyncJob, job_id))
 
@@ -249,8 +267,7 @@ def job_approve(job_id):
 def job_retry(job_id):
     """Retry failed: a new job of only the failed records."""
     old = get_scoped_or_404(SyncJob, job_id)
-    area = "sync_logs" if request.form.get("area") == "sync_logs" and current_user.can(
-        security.SYNC_FULL_ACCESS) else "registrations"
+    area = "sync_logs" if request.form.get("area") == "sync_logs" else "registrations"
     new = create_retry_job(current_app, old, current_user.id)
     if new is None:
         flash("This job has no failed records to retry.", "info")
@@ -296,8 +313,7 @@ def detail(form_id):
     returning = returning_student(reg.student_id, reg.school.sync_connection if reg.school.sync_connection_id else None)
     return render("registrations/detail.html", None, reg=reg, sections=sections,
                   history=registration_history(reg), can_sync=can_sync(), links=links, current_link=current_link,
-                  link_changes=link_changes, can_unlink=current_user.can(security.SYNC_FULL_ACCESS),
-                  returning=returning)
+                  link_changes=link_changes, can_unlink=may("registrations.unlink"), returning=returning)
 
 
 @bp.route("/<form_id>/links/<link_id>/unlink", methods=["POST"])
@@ -328,16 +344,10 @@ def unlink(form_id, link_id):
 @bp.app_context_processor
 def _running_jobs_nav():
     def running_sync_jobs():
-        if not current_user.is_authenticated:
-            return []
-        if can_sync():
-            area = "registrations"
-        elif current_user.can(security.SYNC_FULL_ACCESS):
-            area = "sync_logs"
-        else:
+        if not current_user.is_authenticated or not current_user.can(security.VIEW_REGISTRATIONS):
             return []
         try:
-            return [(p, url_for(f"{area}.job", job_id=p.job.id)) for p in running_jobs(current_user.organization_id)]
+            return [(p, job_url(p.job.id)) for p in running_jobs(current_user.organization_id)]
         except Exception:  # the navigation must never break a page
             log.warning("could not list running sync jobs", exc_info=True)
             return []

@@ -7,6 +7,7 @@ from flask import Blueprint, flash, redirect, request, url_for
 from .. import security
 from ..db import database
 from ..ids import parse_id, parse_ids
+from ..inputs import field_problem, limit_of
 from ..models import School, SyncConnection
 from . import audit, get_scoped_or_404, render, scoped
 
@@ -75,9 +76,12 @@ def edit(school_id):
         raw_conn = request.form.get("sync_connection", "")
         if not name:
             errors["name"] = "Enter the school's name."
+        else:
+            field_problem(errors, "name", name, limit_of(School.name), "The name")
         if not number:
             errors["school_number"] = "Enter the school number the SIS uses."
-        elif scoped(School).where((School.school_number == number) & (School.id != school.id)).exists():
+        elif (not field_problem(errors, "school_number", number, limit_of(School.school_number), "The school number")
+              and scoped(School).where((School.school_number == number) & (School.id != school.id)).exists()):
             errors["school_number"] = "Another school already has this number."
         if low not in GRADES:
             errors["low_grade"] = "Choose the lowest grade."

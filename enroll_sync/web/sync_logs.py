@@ -6,10 +6,10 @@ A job Held for approval (it would update more students the SIS already has than 
 district's limit) shows who may approve it; a second person with Sync Service Full
 Access approves and starts it here, never the one who started it.
 
-Sync Logs need Sync Service Full Access, like the rest of Settings > Sync Service.
-A registrar (View + Edit Registrations, no Sync Service access) watches the jobs
-they start from the Registrations module instead (``registrations.job``), which
-serves the same page.
+Anyone with View Registrations reads the Sync Logs and every job page of their
+district (a registrar troubleshooting a sync needs them); what they may do there
+depends on their other permissions: Cancel sync and Approve and start here need Sync
+Service Full Access, Retry failed needs Edit Registrations (``registrations``).
 """
 from __future__ import annotations
 
@@ -30,7 +30,7 @@ JOBS_PER_PAGE = 25
 
 
 @bp.route("/")
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def index():
     page = page_arg()
     query = scoped(SyncJob).order_by(SyncJob.id.desc())
@@ -43,14 +43,14 @@ def index():
 
 
 @bp.route("/links.csv")
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def links_csv():
     """Every student's SIS link on every connection, as CSV (streamed)."""
     return csv_download(f"sis-links-{current_user.organization.slug}.csv", CSV_HEADER, links_csv_rows(org_id()))
 
 
 @bp.route("/<job_id>")
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job(job_id):
     found = get_scoped_or_404(SyncJob, job_id)
     if found.kind in IMPORT_JOB_KINDS:  # its records are SIS students: the import's own page
@@ -59,25 +59,25 @@ def job(job_id):
 
 
 @bp.route("/<job_id>/progress")
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job_progress_view(job_id):
     return job_progress_fragment(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
 
 
 @bp.route("/<job_id>/cancel", methods=["POST"])
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS, security.SYNC_FULL_ACCESS)
 def job_cancel(job_id):
     return cancel_response(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
 
 
 @bp.route("/<job_id>/approve", methods=["POST"])
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS, security.SYNC_FULL_ACCESS)
 def job_approve(job_id):
     """Approve and start a job Held for approval (a second person, not its creator)."""
     return approve_response(get_scoped_or_404(SyncJob, job_id), area="sync_logs")
 
 
 @bp.route("/<job_id>/failures.csv")
-@security.require_permission(security.SYNC_FULL_ACCESS)
+@security.require_permission(security.VIEW_REGISTRATIONS)
 def job_failures_csv(job_id):
     return failures_csv(get_scoped_or_404(SyncJob, job_id))

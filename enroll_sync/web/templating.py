@@ -6,12 +6,13 @@ import json
 from flask_login import current_user
 
 from .. import security
+from . import job_url, may
 
 
 def init_templating(app):
     @app.context_processor
     def globals_():
-        return {"P": security, "current_user": current_user}
+        return {"P": security, "current_user": current_user, "may": may, "job_url": job_url}
 
     app.add_template_filter(format_dt, "dt")
     app.add_template_filter(pretty_json, "pretty_json")

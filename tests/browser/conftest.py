@@ -22,8 +22,15 @@ import httpx
 import pytest
 
 CHROMIUM = os.environ.get("ENROLL_SYNC_CHROMIUM", "/usr/bin/chromium")
-ARTIFACTS = Path(__file__).resolve().parents[2] / "test-artifacts" / "screenshots"
+ROOT = Path(__file__).resolve().parents[2]
+ARTIFACTS = ROOT / "test-artifacts" / "screenshots"
 FAILURES = ARTIFACTS.parent / "failures"
+#: the README's screenshots; rewritten only when ENROLL_SYNC_README_SCREENSHOTS=1 (make screenshots)
+README_SCREENSHOTS = ROOT / "docs" / "screenshots"
+README_SHOTS = {"dashboard", "registrations-bulk-actions", "job-page", "field-mapping", "send-record-preview",
+                "bulk-sync-progress", "sync-logs-failure"}
+#: axe-core (an npm devDependency, never served by the app), injected into pages by ``axe_check``
+AXE_JS = ROOT / "node_modules" / "axe-core" / "axe.min.js"
 PASSWORD = "enroll-sync-demo"
 LAUNCH_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
                "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
@@ -145,6 +152,14 @@ class Stack:
         assert out.returncode == 0, f"enroll-sync {' '.join(args)} exited with {out.returncode}:\n{out.stdout}{out.stderr}"
         return out.stdout
 
+    def python(self, code: str) -> str:
+        """Run ``code`` in a Python process with the app's environment (its database), to
+        arrange a scenario through the core's own functions (``enroll_sync.testing``)."""
+        out = subprocess.run([sys.executable, "-c", code], env=self.env, capture_output=True, text=True,
+                             timeout=300, cwd=ROOT)
+        assert out.returncode == 0, f"python exited with {out.returncode}:\n{out.stdout}{out.stderr}"
+        return out.stdout
+
     def spawn(self, name: str, cmd: list[str]) -> tuple[subprocess.Popen, Path]:
         log = self.root / f"{name}.log"
         self.logs.append(log)
@@ -216,10 +231,11 @@ class Stack:
 
 
 @pytest.fixture(scope="module")
-def stack(tmp_path_factory):
+def stack(tmp_path_factory, request):
+    """One stack per test module; a module sets STACK_REGISTRATIONS for a bigger district."""
     s = Stack(tmp_path_factory.mktemp("stack"))
     try:
-        s.start()
+        s.start(getattr(request.module, "STACK_REGISTRATIONS", 60))
     except BaseException:
         s.stop()
         raise
@@ -274,8 +290,8 @@ def new_page(browser, stack, request):
     contexts = []
     problems = PageProblems()
 
-    def _new(email: str | None = None):
-        ctx = browser.new_context(base_url=stack.url, viewport={"width": 1400, "height": 1000})
+    def _new(email: str | None = None, viewport: dict | None = None, password: str = PASSWORD):
+        ctx = browser.new_context(base_url=stack.url, viewport=viewport or {"width": 1400, "height": 1000})
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(15000)
@@ -291,7 +307,7 @@ def new_page(browser, stack, request):
         if email:
             page.goto("/login")
             page.get_by_label("Email").fill(email)
-            page.get_by_label("Password").fill(PASSWORD)
+            page.get_by_label("Password").fill(password)
             page.get_by_role("button", name="Sign in").click()
             page.wait_for_url(lambda u: "/login" not in u)
         return page
@@ -339,8 +355,37 @@ def follow(page, link):
 
 def screenshot(page, name: str, *, at=None, block: str = "start", full_page: bool = False):
     """Save a screenshot under test-artifacts/screenshots/NAME.png: the viewport (scrolled
-    so that locator ``at`` is at its ``block``: start, center or end), or the full page."""
+    so that locator ``at`` is at its ``block``: start, center or end), or the full page.
+    The README's pictures (README_SHOTS, in docs/screenshots/) are rewritten too when
+    ENROLL_SYNC_README_SCREENSHOTS=1 (``make screenshots``)."""
     ARTIFACTS.mkdir(parents=True, exist_ok=True)
     if at is not None:
         at.evaluate("(el, block) => el.scrollIntoView({block})", block)
     page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=full_page)
+    if os.environ.get("ENROLL_SYNC_README_SCREENSHOTS") == "1" and name in README_SHOTS:
+        README_SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ARTIFACTS / f"{name}.png", README_SCREENSHOTS / f"{name}.png")
+
+
+#: what axe must not find: the impacts that block or seriously hinder a person
+AXE_BLOCKING = ("serious", "critical")
+
+
+def axe_check(page, what: str, *, include: str | None = None, exclude: tuple[str, ...] = (),
+              known: tuple[str, ...] = ()) -> list[str]:
+    """Run axe-core (WCAG 2.x A/AA rules) on the page as it is now; returns its serious
+    and critical violations, one line each (none: an empty list). ``known``: rule ids
+    reported to the owners of the page and not counted here (say why where it is used)."""
+    assert AXE_JS.exists(), f"{AXE_JS} is missing: run make setup (npm ci installs axe-core)"
+    if not page.evaluate("typeof window.axe !== 'undefined'"):
+        page.add_script_tag(content=AXE_JS.read_text())
+    result = page.evaluate("""async ([include, exclude]) => {
+        const context = {exclude: exclude.map(s => [s])};
+        if (include) context.include = [[include]];
+        const r = await axe.run(context, {runOnly: {type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"]},
+                                           resultTypes: ["violations"]});
+        return r.violations.map(v => ({id: v.id, impact: v.impact, help: v.help,
+                                       nodes: v.nodes.slice(0, 3).map(n => n.target.join(" ") + " :: " + n.failureSummary)}));
+    }""", [include, list(exclude)])
+    return [f"{what}: {v['impact']} {v['id']} ({v['help']}): " + " | ".join(v["nodes"])
+            for v in result if v["impact"] in AXE_BLOCKING and v["id"] not in known]

@@ -22,7 +22,7 @@ from playwright.sync_api import expect
 
 from sis_powerschool.sandbox import DEFAULT_CLIENT_ID, DEFAULT_CLIENT_SECRET
 
-from .conftest import follow, htmx_swap, screenshot
+from .conftest import axe_check, follow, htmx_swap, screenshot
 
 ADMIN = "admin@riverside.example"
 SYNC_ADMIN = "sync@riverside.example"
@@ -246,6 +246,8 @@ def test_1_sync_admin_adds_maps_and_sends_a_test_record(new_page, stack):
     assert preview["demographics"] == {"gender": "F", "birth_date": ymd(a["birth_date"])}
     assert stack.sandbox_dump() == []  # nothing is sent before OK, Continue
     screenshot(page, "send-record-preview", at=dialog)
+    problems = axe_check(page, "Send Record", include="#send-record")
+    assert not problems, "\n".join(problems)
     dialog.get_by_role("button", name="OK, Continue").click()
     expect(dialog.get_by_test_id("send-status")).to_have_text("Succeeded")
     sis_id = dialog.get_by_test_id("send-sis-id").inner_text()
@@ -295,6 +297,8 @@ def test_2_district_admin_assigns_the_connection_to_schools(new_page, stack):
         expect(rows.filter(has_text=name)).to_contain_text(CONNECTION)
     expect(rows.filter(has_text="Riverside High School")).not_to_contain_text(CONNECTION)
     screenshot(page, "manage-schools")
+    problems = axe_check(page, "Manage Schools after a bulk action")
+    assert not problems, "\n".join(problems)
 
     # the connection card lists its schools
     go_to(page, "Sync Service")
@@ -314,7 +318,7 @@ def sync_selected(page, will_sync: int):
     page.get_by_text("Bulk Actions").click()
     with htmx_swap(page):
         page.get_by_role("button", name="Sync to SIS").click()
-    confirm = page.get_by_role("article", name="Sync to SIS")
+    confirm = page.get_by_role("dialog", name="Sync to SIS")
     expect(confirm.get_by_test_id("will-sync")).to_contain_text(f"{will_sync} of ")
     expect(confirm).to_contain_text(f"{will_sync} through {CONNECTION} (Sandbox)")
     confirm.get_by_role("button", name="Proceed with Sync").click()
@@ -326,10 +330,10 @@ def watch_job(page, total: int):
     """The job page polls its progress component until the bar is full."""
     page.evaluate("window.__marker = 'job page'")
     progress = page.get_by_role("progressbar", name="Records done")
-    expect(progress).to_have_attribute("max", str(total))
-    expect(progress).to_have_attribute("value", str(total), timeout=60000)
+    expect(progress).to_have_attribute("aria-valuemax", str(total))
+    expect(progress).to_have_attribute("aria-valuenow", str(total), timeout=60000)
     expect(page.get_by_test_id("job-status")).to_have_text("Completed")
-    expect(page.get_by_text(re.compile(r"\(100%\)"))).to_be_visible()
+    expect(page.get_by_test_id("job-percent")).to_have_text("100%")
     assert page.evaluate("window.__marker") == "job page", "the job page reloaded instead of polling"
 
 
@@ -341,7 +345,7 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
     page = new_page(REGISTRAR)
 
     # Registrations > Quick Filters: Approved > select all matching
-    follow(page, page.get_by_role("link", name="Registrations"))
+    follow(page, page.get_by_role("navigation", name="Main").get_by_role("link", name="Registrations"))
     expect(page.get_by_role("heading", name="Registrations")).to_be_visible()
     quick_filter(page, "Status", "Approved")
     expect(page.get_by_test_id("match-count")).to_contain_text(f"{n_approved} registrations match this filter")
@@ -353,7 +357,7 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
     page.get_by_text("Bulk Actions").click()
     with htmx_swap(page):
         page.get_by_role("button", name="Sync to SIS").click()
-    confirm = page.get_by_role("article", name="Sync to SIS")
+    confirm = page.get_by_role("dialog", name="Sync to SIS")
     expect(confirm.get_by_test_id("will-sync")).to_have_text(
         f"{len(approved)} of {n_approved} selected registrations will sync.")
     expect(confirm.get_by_test_id("skip-reasons")).to_contain_text(
@@ -402,13 +406,19 @@ def test_3_registrar_bulk_syncs_the_approved_registrations(new_page, stack):
 
 def test_4_viewer_cannot_sync(new_page, stack):
     page = new_page(VIEWER)
-    follow(page, page.get_by_role("link", name="Registrations"))
+    follow(page, page.get_by_role("navigation", name="Main").get_by_role("link", name="Registrations"))
     quick_filter(page, "Status", "Approved")
     expect(page.get_by_role("row").nth(1)).to_be_visible()
     expect(page.get_by_text("Bulk Actions")).to_have_count(0)
     expect(page.get_by_role("button", name="Sync to SIS")).to_have_count(0)
     expect(page.get_by_role("checkbox")).to_have_count(0)
-    expect(page.get_by_role("navigation", name="Main").get_by_text("Settings", exact=True)).to_have_count(0)
+    # Settings holds only what View Registrations reads: Sync Logs
+    nav = page.get_by_role("navigation", name="Main")
+    nav.get_by_text("Settings", exact=True).click()
+    expect(nav.get_by_role("link", name="Sync Logs")).to_be_visible()
+    for other in ("Sync Service", "Schools/Programs", "Users", "District"):
+        expect(nav.get_by_role("link", name=other, exact=True)).to_have_count(0)
+    page.keyboard.press("Escape")
 
     # posting Sync to SIS directly, with a valid CSRF token from the page, is refused
     n_jobs = len(stack.query("SELECT id FROM syncjob"))
@@ -439,7 +449,7 @@ def test_5_a_rejected_student_is_fixed_in_the_mapping_and_retried(new_page, stac
 
     # the Registrar syncs the school's Approved registrations; one fails
     registrar = new_page(REGISTRAR)
-    follow(registrar, registrar.get_by_role("link", name="Registrations"))
+    follow(registrar, registrar.get_by_role("navigation", name="Main").get_by_role("link", name="Registrations"))
     quick_filter(registrar, "Status", "Approved")
     quick_filter(registrar, "School", school)
     expect(registrar.get_by_test_id("match-count")).to_contain_text(f"{len(at_school)} registration")
@@ -512,7 +522,7 @@ def test_6_unticking_a_row_clears_select_all_matching(new_page, stack):
     sync would otherwise include the student they just unticked."""
     n_approved = len(stack.query("SELECT id FROM registration WHERE status = 'Approved'"))
     page = new_page(REGISTRAR)
-    follow(page, page.get_by_role("link", name="Registrations"))
+    follow(page, page.get_by_role("navigation", name="Main").get_by_role("link", name="Registrations"))
     quick_filter(page, "Status", "Approved")
     everything = page.get_by_label(f"Select all {n_approved} registrations matching this filter")
     on_page = page.get_by_label("Select all on this page")

@@ -15,7 +15,8 @@ from peewee import Case, fn
 
 from ...db import database, is_sqlite
 from ...ids import parse_id
-from ...models import APPROVED, REGISTRATION_STATUSES, Registration, School, Student
+from ...inputs import field_problem, limit_of
+from ...models import APPROVED, REGISTRATION_STATUSES, Registration, School, SisLink, Student
 from ...catalog import source_values
 from ..links import sis_ids_for, students_by_sis_id
 
@@ -150,6 +151,9 @@ def check_examples(org_id: int, registration_values: Iterable[str], student_valu
         name = f"student_example-{i}"
         if i >= MAX_EXAMPLES:
             errors[name] = f"Up to {MAX_EXAMPLES} Student Examples."
+            continue
+        if field_problem(errors, name, v, min(limit_of(Student.schoolmint_id), limit_of(SisLink.sis_id)),
+                         "A SIS ID or SchoolMint ID"):
             continue
         student, reg = find_student_registration(org_id, v, scope)
         if student is None:

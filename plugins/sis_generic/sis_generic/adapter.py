@@ -643,7 +643,7 @@ class GenericRestAdapter(SISAdapter):
                 ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
                 return CheckResult(False, self._redact(
                     f"The schema was read, but GET {path} answered with a body that is not JSON "
-                    f"({ctype}: “{_snippet(text)}”). Check the base URL — a proxy or login page "
+                    f"({ctype}: “{_snippet(self._redact(text))}”). Check the base URL — a proxy or login page "
                     f"may be answering instead of the API."))
             if resp.status_code == 429:
                 notes.append(f"The SIS is rate limiting (GET {path} answered HTTP 429).")
@@ -700,7 +700,7 @@ class GenericRestAdapter(SISAdapter):
                     f"{': ' + detail if detail else ''}.")
         if text.strip() and not is_json:
             return (f"The schema was read, but {shown} answered with a body that is not JSON "
-                    f"(“{_snippet(text)}”).")
+                    f"(“{_snippet(self._redact(text))}”).")
         outcome, value = _found_id(parsed, self._s("lookup_id_location"))
         if outcome in ("found", "ambiguous"):
             n = value if outcome == "ambiguous" else 1
@@ -996,7 +996,7 @@ class GenericRestAdapter(SISAdapter):
             ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
             return None, (self._failed(
                 record, self._redact(f"Not synced: {FIND_EXISTING} ({shown}) answered with a body "
-                                     f"that is not JSON ({ctype}: “{_snippet(text)}”), {keep_out}."),
+                                     f"that is not JSON ({ctype}: “{_snippet(self._redact(text))}”), {keep_out}."),
                 code="lookup_not_json", response=info), None)
         pointer = self._s("lookup_id_location")
         outcome, value = _found_id(parsed, pointer)
@@ -1172,7 +1172,7 @@ class GenericRestAdapter(SISAdapter):
         if is_json:
             info["body"] = self._redact_obj(parsed)
         elif text.strip():
-            info["body_text"] = self._redact(_snippet(text, 500))
+            info["body_text"] = self._redact(_snippet(self._redact(text), 500))
             info["content_type"] = resp.headers.get("Content-Type", "")
         return info
 
@@ -1195,7 +1195,7 @@ class GenericRestAdapter(SISAdapter):
         ctype = (resp.headers.get("Content-Type") or "no content type").split(";")[0]
         return self._redact(
             f"Not synced: the SIS answered HTTP {resp.status_code} with a body that is not JSON "
-            f"({ctype}: “{_snippet(text)}”), so the record is not marked as synced. Check the base "
+            f"({ctype}: “{_snippet(self._redact(text))}”), so the record is not marked as synced. Check the base "
             f"URL and the operation — a proxy or login page may be answering instead of the API.")
 
     def _error_details(self, parsed: Any, is_json: bool, text: str,
@@ -1258,8 +1258,8 @@ class GenericRestAdapter(SISAdapter):
         elif is_json and isinstance(parsed, str):
             detail = parsed
         elif text.strip():
-            detail = f"the body is not JSON: “{_snippet(text)}”"
-        return self._redact(detail[:500]), errors, code
+            detail = f"the body is not JSON: “{_snippet(self._redact(text))}”"
+        return self._redact(detail)[:500], errors, code
 
     def _status_message(self, status: int, op: OperationRef, sis_id: str | None, detail: str,
                         api: ApiDescription | None = None) -> str:

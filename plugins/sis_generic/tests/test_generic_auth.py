@@ -117,3 +117,19 @@ def test_credentials_are_not_sent_to_a_foreign_schema_host(server):
         assert seen == [None]
     finally:
         other.stop()
+
+
+@pytest.mark.parametrize("cut", [160, 500])
+def test_a_secret_across_the_cut_of_a_long_answer_is_redacted_whole(make_adapter, server, cut):
+    """Long SIS answers are shortened for messages; a secret that straddles the cut must be
+    redacted before shortening, or its first characters would be kept."""
+    secret = server.settings(auth="api_key")["api_key"]
+    filler = "x " * ((cut - 10) // 2)
+    server.set_faults({"status": 400, "body": f"<p>{filler}{secret} more text after it</p>",
+                       "content_type": "text/html"},
+                      {"status": 500, "body": f"<p>{filler}{secret}</p>", "content_type": "text/html", "times": None})
+    adapter = make_adapter(auth="api_key", max_attempts=1)
+    results = adapter.export([student()])
+    dumped = json.dumps([r.__dict__ for r in results], default=str)
+    for piece in (secret[:8], secret[-8:]):
+        assert piece not in dumped, piece

@@ -29,6 +29,7 @@ import math
 import queue
 import re
 import threading
+import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -430,6 +431,9 @@ class PowerSchoolAdapter(SISAdapter):
         # record ids whose last export may or may not have saved the student
         self._uncertain: dict[str, None] = {}
         self._uncertain_lock = threading.Lock()
+        self._keys = _KeySnapshot()
+        self._prepared: dict[str, tuple[float, tuple, Match | None]] = {}
+        self._prepared_lock = threading.Lock()
 
     # ------------------------------------------------------------------ settings
     @classmethod
@@ -685,12 +689,13 @@ class PowerSchoolAdapter(SISAdapter):
         plans = [_Plan(r, r.sis_id or None) for r in records]
         with self._uncertain_lock:
             uncertain = {r.record_id for r in records if r.record_id in self._uncertain}
-        # Match before insert; a student whose earlier export may have saved it is looked
-        # up even when matching is off, so syncing it again never duplicates it.
+        # Match before insert (with the look-ups ``prepare`` did while the previous batch
+        # was on the wire); a student whose earlier export may have saved it is looked up
+        # even when matching is off, so syncing it again never duplicates it.
         to_match = [p.record for p in plans if not p.sis_id
                     and (self.match_existing or p.record.record_id in uncertain)]
         if to_match:
-            matches = self._find_existing(to_match, self._tables_of(to_match))
+            matches = self._take_prepared(to_match, records)
             for p in plans:
                 m = matches.get(p.record.record_id)
                 if m is None:
@@ -1018,6 +1023,52 @@ class PowerSchoolAdapter(SISAdapter):
             self._send(again, results)
 
     # ------------------------------------------------------------------ matching
+    def prepare(self, records: Sequence[ExportRecord]) -> None:
+        """Do the match-before-insert look-ups of ``records`` now (the core calls this while
+        the previous batch is on its way); ``export`` of the same records, soon after, uses
+        them instead of asking again."""
+        if not self.match_existing:
+            return
+        inserts = [r for r in records if not r.sis_id]
+        if not inserts:
+            return
+        matches = self._find_existing(inserts, self._tables_of(inserts))
+        now = time.monotonic()
+        with self._prepared_lock:
+            if len(self._prepared) > PREPARED_LIMIT:
+                self._prepared.clear()
+            for r in inserts:
+                self._prepared[r.record_id] = (now, _match_keys(r), matches.get(r.record_id))
+
+    def _take_prepared(self, inserts: list[ExportRecord], records: list[ExportRecord]) -> dict[str, Match]:
+        """Look-ups ``prepare`` did moments ago for these very keys, and the rest now."""
+        matches: dict[str, Match] = {}
+        rest = []
+        now = time.monotonic()
+        with self._prepared_lock:
+            for r in inserts:
+                got = self._prepared.pop(r.record_id, None)
+                if got is not None and now - got[0] <= PREPARED_TTL_S and got[1] == _match_keys(r):
+                    if got[2] is not None:
+                        matches[r.record_id] = got[2]
+                else:
+                    rest.append(r)
+        if rest:
+            matches.update(self._find_existing(rest, self._tables_of(records)))
+        return matches
+
+    def _absent(self, wanted: dict[str, set[str]]) -> dict[str, set[str]]:
+        """Per key, the values PowerSchool provably holds no student for (see
+        ``_KeySnapshot``); none when that cannot be told (every value is then looked up)."""
+        if sum(len(v) for v in wanted.values()) <= 2:
+            return {}  # one or two exact searches cost less than reading the snapshot
+        try:
+            return self._keys.absent(self, wanted)
+        except TransportError as exc:
+            if _busy(exc):
+                raise
+            return {}  # the snapshot could not be read: every value is looked up (and fails on its own)
+
     def page_size(self) -> int:
         if self._page_size is None:
             try:
@@ -1041,6 +1092,14 @@ class PowerSchoolAdapter(SISAdapter):
             lid = _norm_id(r.payload.get("local_id"))
             if lid is not None:
                 by_local.setdefault(lid, []).append(r)
+        try:
+            absent = self._absent({"local_id": set(by_local), "state_province_id": {
+                v for v in (_norm_id(r.payload.get("state_province_id")) for r in records) if v is not None}})
+        except TransportError as exc:  # busy: asking again key by key would only add to the load
+            key = lambda r: _norm_id(r.payload.get("local_id")) or r.record_id  # noqa: E731
+            return {r.record_id: self._lookup_failed("Student Number", key(r), exc) for r in records}
+        for lid in absent.get("local_id", ()):
+            del by_local[lid]  # no such Student Number in PowerSchool: nothing to match
         if by_local:
             found, lost = self._lookup_narrowing("local_id", set(by_local), tables, budget)
             for lid, recs in by_local.items():
@@ -1059,6 +1118,8 @@ class PowerSchoolAdapter(SISAdapter):
             sid = _norm_id(r.payload.get("state_province_id"))
             if sid is not None:
                 by_state.setdefault(sid, []).append(r)
+        for sid in absent.get("state_province_id", set()) & set(by_state):
+            del by_state[sid]  # no student has this state ID: nothing to match
         if by_state:
             found, lost = self._lookup_narrowing("state_province_id", set(by_state), tables, budget)
             for sid, recs in by_state.items():
@@ -1317,3 +1378,97 @@ def _json_or_none(response: Any) -> Any:
         return response.json()
     except Exception:
         return None
+
+
+#: how long look-ups made by ``prepare`` stay good for the ``export`` that follows
+PREPARED_TTL_S = 30.0
+PREPARED_LIMIT = 20000
+#: the match keys a snapshot knows (what ``_find_existing`` looks students up by)
+SNAPSHOT_KEYS = ("local_id", "state_province_id")
+
+
+def _match_keys(record: ExportRecord) -> tuple:
+    return tuple(_norm_id(record.payload.get(k)) for k in SNAPSHOT_KEYS)
+
+
+class _KeySnapshot:
+    """The match keys (Student Number, state ID) of every student PowerSchool holds, so
+    that match-before-insert need not ask about a key no student has.
+
+    Why a key absent from it provably belongs to no student: it is read from the student
+    list (``id``, ``local_id``, ``state_province_id``; no expansions), in pages by DCID
+    (``q=id=gt=<the highest DCID read>``), and before each use it reads the students added
+    since the same way. PowerSchool's DCIDs only grow and are never given again (a SIS
+    restored from a backup gives its students new ones), so that read returns every student
+    inserted since, by anyone; a student deleted since only leaves a key that is still looked
+    up. What it cannot see is a student
+    *edited* by hand in the meantime to take a key it did not have; PowerSchool keeps
+    ``local_id`` unique (an insert of an existing one is refused with ``INVALID_LOCAL_ID``,
+    which is then looked up and updated), so only a State Student Number typed into another
+    student during the sync escapes it, as it escapes a look-up made a moment before the
+    insert. Keys present in it are looked up exactly as before (it only ever removes
+    look-ups of keys no student has).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.dcids: dict[int, tuple] = {}    # dcid -> (local_id, state_province_id)
+        self.by_key: dict[str, dict[str, int]] = {k: {} for k in SNAPSHOT_KEYS}  # value -> how many
+        self.upto = 0                        # the highest DCID read
+
+    def absent(self, adapter: "PowerSchoolAdapter", wanted: dict[str, set[str]]) -> dict[str, set[str]]:
+        with self.lock:
+            if not self._refresh(adapter):
+                return {}
+            return {k: {v for v in values if v not in self.by_key[k]}
+                    for k, values in wanted.items() if k in self.by_key}
+
+    def _add(self, student: Mapping) -> None:
+        dcid = _positive_int(student.get("id"))
+        if dcid is None:
+            raise _malformed(f"GET {SEARCH_PATH}", "with a student without a usable id")
+        keys = tuple(_norm_id(student.get(k)) for k in SNAPSHOT_KEYS)
+        old = self.dcids.get(dcid)
+        if old is not None:
+            self._count(old, -1)
+        self.dcids[dcid] = keys
+        self._count(keys, 1)
+        self.upto = max(self.upto, dcid)
+
+    def _count(self, keys: tuple, step: int) -> None:
+        for k, v in zip(SNAPSHOT_KEYS, keys):
+            if v is not None:
+                bucket = self.by_key[k]
+                n = bucket.get(v, 0) + step
+                if n > 0:
+                    bucket[v] = n
+                else:
+                    bucket.pop(v, None)
+
+    def _read_since(self, adapter: "PowerSchoolAdapter") -> None:
+        """Every student with a DCID above the highest read, page by page by DCID (a page
+        starts after the last DCID of the one before, so a student deleted or added while
+        it reads cannot shift one past it)."""
+        size = adapter.page_size()
+        while True:
+            students = _students_of(adapter._get(SEARCH_PATH, q=f"id=gt={self.upto}", page=1, pagesize=size),
+                                    strict=True)
+            for st in students:
+                self._add(st)
+            if len(students) < size:
+                return
+
+    def _refresh(self, adapter: "PowerSchoolAdapter") -> bool:
+        """Bring it up to date: one request when fewer than a page of students were added."""
+        try:
+            self._read_since(adapter)
+            return True
+        except BaseException:
+            self._reset()
+            raise
+
+    def _reset(self) -> None:
+        self.dcids.clear()
+        for bucket in self.by_key.values():
+            bucket.clear()
+        self.upto = 0

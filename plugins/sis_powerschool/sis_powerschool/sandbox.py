@@ -1839,6 +1839,7 @@ def create_app(store: SandboxStore) -> Flask:
     @app.before_request
     def _before():
         g.started = time.monotonic()
+        g.wall_started = time.time()
         g.generation = store.generation
         path = request.path
         if path.startswith("/sandbox"):
@@ -1894,7 +1895,10 @@ def create_app(store: SandboxStore) -> Flask:
         store.requests.append({"method": request.method, "path": request.path,
                                "query": request.query_string.decode("latin-1"),
                                "status": response.status_code,
-                               "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1)})
+                               "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+                               # when it began and ended (wall clock; benchmarks measure how
+                               # many requests were in flight at once)
+                               "start": g.get("wall_started"), "end": time.time()})
         faults = store.faults
         if (faults.get("drip_bytes_per_s") and not request.path.startswith("/sandbox")
                 and request.path.startswith(faults.get("fault_path") or "/")):

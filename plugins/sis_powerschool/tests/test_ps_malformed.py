@@ -83,16 +83,37 @@ def test_target_fields_skip_an_unreadable_extension_table(adapter, sandbox, kind
 
 @pytest.mark.parametrize("kind", [*UNREADABLE, "missing_keys"])
 def test_unreadable_count_fails_the_export_clearly(adapter, sandbox, kind):
+    from sis_powerschool.adapter import PowerSchoolAdapter
+    records = [record() for _ in range(3)]
+    # PowerSchool has these students already, so the key snapshot cannot rule them out and
+    # they are looked up: 3 ids, one range count
+    PowerSchoolAdapter({**adapter.settings, "match_existing": False}).export(records)
     adapter.check_connection()
     sandbox.clear_requests()
     sandbox.set_faults(malformed=1, malformed_kind=kind, fault_path="/ws/v1/district/student/count")
-    results = adapter.export([record() for _ in range(3)])  # 3 ids: one range count
+    results = adapter.export(records)
     assert [r.outcome for r in results] == [Outcome.FAILED] * 3
     assert all(r.errors[0].code == "LOOKUP_FAILED" for r in results)
     assert "/count" in results[0].message and NOT_POWERSCHOOL in results[0].message
-    assert student_posts(sandbox) == [] and sandbox.count() == 0
-    searches = [r for r in sandbox.requests() if r["path"].startswith("/ws/v1/district/student")]
+    assert student_posts(sandbox) == [] and sandbox.count() == 3
+    searches = [r for r in sandbox.requests() if r["path"].startswith("/ws/v1/district/student/count")]
     assert len(searches) == 1, "no request per student after an unreadable count"
+
+
+@pytest.mark.parametrize("kind", UNREADABLE)
+def test_unreadable_snapshot_page_is_never_taken_for_no_match(adapter, sandbox, kind):
+    """The page of the student list that would prove no student has these keys is garbled:
+    nothing is inserted on the strength of it; each key is then looked up on its own, and
+    each student is inserted once."""
+    adapter.check_connection()
+    sandbox.clear_requests()
+    sandbox.set_faults(malformed=1, malformed_kind=kind, fault_path="/ws/v1/district/student")
+    records = [record() for _ in range(3)]
+    results = adapter.export(records)
+    assert [r.outcome for r in results] == [Outcome.SUCCEEDED] * 3, [r.message for r in results]
+    searches = [r for r in sandbox.requests() if r["path"] == "/ws/v1/district/student" and "q=" in r["query"]]
+    assert searches, "the keys were looked up after the unreadable snapshot"
+    assert sandbox.count() == 3 and len(student_posts(sandbox)) == 1
 
 
 @pytest.mark.parametrize("kind", UNREADABLE)

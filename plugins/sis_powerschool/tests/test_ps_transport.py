@@ -242,8 +242,10 @@ def test_min_interval_is_kept_between_requests(sandbox):
 
 
 def test_min_interval_is_thread_safe(sandbox):
+    # a wide margin between our pace and the SIS's limit: on a loaded machine a thread can
+    # start late and send right behind the next one
     sandbox.set_faults(min_interval_ms=15)
-    with make_transport(sandbox, min_interval=0.04) as t:
+    with make_transport(sandbox, min_interval=0.1) as t:
         t.json("GET", "/ws/v1/metadata")
         errors = []
 
@@ -262,7 +264,7 @@ def test_min_interval_is_thread_safe(sandbox):
             th.join()
         elapsed = time.monotonic() - start
     assert not errors
-    assert elapsed >= 0.04 * 8 - 0.01
+    assert elapsed >= 0.1 * 8 - 0.01
     assert all(r["status"] == 200 for r in api_calls(sandbox))
 
 
