@@ -283,14 +283,16 @@ def _json(response: Any) -> Any:
         return None
 
 
-def aeries_message(response: Any) -> str | None:
+def aeries_message(response: Any, redact=None) -> str | None:
     """Aeries' ``{"Message": ...}`` of an error answer (the transport's ``error_reason``
-    reads ``Message``; ``ExceptionMessage`` is the detail ASP.NET adds in debug mode)."""
-    reason = error_reason(response)
+    reads ``Message``; ``ExceptionMessage`` is the detail ASP.NET adds in debug mode),
+    redacted with ``redact`` before it is cut short."""
+    reason = error_reason(response, redact)
     if reason is None:
         body = _json(response)
         extra = body.get("ExceptionMessage") if isinstance(body, Mapping) else None
-        reason = extra.strip()[:200] if isinstance(extra, str) and extra.strip() else None
+        if isinstance(extra, str) and extra.strip():
+            reason = (redact(extra.strip()) if redact is not None else extra.strip())[:200]
     return reason
 
 
@@ -466,7 +468,7 @@ class AeriesAdapter(SISAdapter):
 
     def _http_message(self, response: Any, where: str, what: str) -> str:
         status = response.status_code
-        msg = aeries_message(response)
+        msg = aeries_message(response, self.transport.redact)
         said = f': "{self.transport.redact(msg)[:300]}"' if msg else ""
         if status == 401:
             if msg and "security area" in msg.lower():
@@ -1005,7 +1007,7 @@ class AeriesAdapter(SISAdapter):
 
     def _refused(self, p: _Plan, response: Any, sent: dict, action: str) -> tuple[ExportResult, str | None]:
         status = response.status_code
-        msg = aeries_message(response)
+        msg = aeries_message(response, self.transport.redact)
         where = sent["request"].split("?")[0]
         if status == 400:
             text = self.transport.redact(msg or "Aeries refused the student without saying why.")
@@ -1191,7 +1193,7 @@ class AeriesAdapter(SISAdapter):
             return sent, None, [FieldError(key, exc.kind.upper(), f"Contact {slot + 1}: {exc}{note}")]
         if answer is None:
             if not response.is_success:
-                msg = aeries_message(response)
+                msg = aeries_message(response, self.transport.redact)
                 if response.status_code == 400:
                     text = self.transport.redact(msg or "Aeries refused the contact without saying why.")
                     f = next((c.key for c in sorted(CONTACT_FIELDS, key=lambda c: -len(c.key))
