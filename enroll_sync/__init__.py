@@ -23,6 +23,7 @@ _LAZY = {
     # the shared HTTP transport (httpx)
     "Transport": "transport", "TransportError": "transport",
     "OAuth2ClientCredentials": "transport", "parse_retry_after": "transport",
+    "error_reason": "transport",
     # redaction: the one place that cuts secrets out of text
     "redact": "redaction", "REDACTED": "redaction",
     # transformation steps (register_transformations)
@@ -44,7 +45,7 @@ __all__ = [
     "SISStudent", "StudentPage", "flatten", "can_import",
     # HTTP for adapters, and redaction
     "Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after",
-    "redact", "REDACTED",
+    "error_reason", "redact", "REDACTED",
     # transformation steps
     "Step", "StepError", "StepConfigError", "Param", "StepContext", "is_blank",
 ]

@@ -376,6 +376,18 @@ class SyncJob(BaseModel):
     hold_limit = IntegerField(null=True)
     approved_by = ForeignKeyField(User, null=True, on_delete="SET NULL", backref="approved_jobs")
     approved_at = DateTimeField(null=True)
+    #: how many tasks the job was planned with (recovery keeps that many running)
+    planned_tasks = IntegerField(null=True)
+
+
+class SyncTask(BaseModel):
+    """One task running a job right now (a worker thread). Its heartbeat says it is alive;
+    recovery counts the live ones to bring a job back to ``SyncJob.planned_tasks``."""
+
+    job = ForeignKeyField(SyncJob, backref="tasks", on_delete="CASCADE")
+    token = CharField(unique=True)
+    started_at = DateTimeField(default=utcnow)
+    heartbeat_at = DateTimeField(default=utcnow, index=True)
 
 
 class SyncItem(BaseModel):
@@ -472,5 +484,5 @@ class SchemaVersion(BaseModel):
 
 
 ALL_MODELS = [Organization, User, LoginThrottle, SyncConnection, School, FormField, Student,
-              Registration, SisLink, StudentProfile, ImportState, Mapping, MappingVersion, SyncJob, SyncItem,
-              ImportRun, ImportItem, AuditLog]
+              Registration, SisLink, StudentProfile, ImportState, Mapping, MappingVersion, SyncJob, SyncTask,
+              SyncItem, ImportRun, ImportItem, AuditLog]

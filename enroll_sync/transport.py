@@ -15,7 +15,13 @@ polite API client behaves:
   body, measured on a monotonic clock): an answer that trickles in, each read well
   inside ``timeout`` but the whole far too slow, is abandoned at the deadline and
   not retried (kind ``timeout``, "answered too slowly");
-- any other 4xx is returned at once: retrying a refused request never helps;
+- any other 4xx, and 501/505 (the server does not do this at all), is returned at
+  once: retrying a refused request never helps;
+- ``idempotent=False`` is for writes that must not happen twice (an insert that creates a
+  new record each time it arrives): only what surely was **not** processed is sent again
+  (a connection that could not be opened, a 429 or 503 that carries ``Retry-After``);
+  a 5xx, a timeout or a connection lost after the body went out is raised at once with
+  ``maybe_processed=True``, for the caller to look the write up before sending it again;
 - with ``auth`` (e.g. ``OAuth2ClientCredentials``) a 401 drops the token that request
   carried, fetches a new one and retries, up to ``token_retries`` times (SISs revoke
   tokens early, sometimes one they have only just issued). All threads sharing the
@@ -27,7 +33,9 @@ polite API client behaves:
 ``Transport.request`` returns the ``httpx.Response`` for any answer that is not
 retried (2xx, 3xx, 4xx) and raises ``TransportError`` when the SIS could not be
 reached or kept failing. ``Transport.json`` is the shortcut adapters mostly want:
-it raises on any non-2xx answer and returns the parsed body.
+it raises on any non-2xx answer and returns the parsed body. Error messages quote the
+SIS's own reason from a JSON error body (``message``, ``Message``, ``error_description``,
+``error``, ``detail``, ``title``).
 """
 from __future__ import annotations
 
@@ -50,11 +58,17 @@ import httpx
 from .adapters import AdapterError
 from .redaction import redact, remember_credential
 
-__all__ = ["Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after"]
+__all__ = ["Transport", "TransportError", "OAuth2ClientCredentials", "parse_retry_after",
+           "error_reason"]
 
 log = logging.getLogger("enroll_sync.transport")
 
 RETRY_WAIT_STATUSES = frozenset({429, 503})
+#: 5xx answers returned like a 4xx, never retried: the server does not do this at all
+#: (501 Not Implemented, e.g. an API behind a feature flag; 505 HTTP Version Not Supported)
+NOT_SUPPORTED_STATUSES = frozenset({501, 505})
+#: network errors raised before any byte of the request was sent: the SIS never saw it
+_NOT_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout, httpx.UnsupportedProtocol)
 #: headers whose values are credentials (cut out of everything stored, shown or logged)
 _CREDENTIAL_HEADER = re.compile(r"authorization|key|token|cert|secret|password", re.IGNORECASE)
 
@@ -65,17 +79,22 @@ class TransportError(AdapterError):
     ``status`` is the last HTTP status (None when no answer arrived), ``response``
     the last ``httpx.Response`` (may be None), ``kind`` one of ``unreachable``,
     ``tls``, ``timeout``, ``auth``, ``retries``, ``http``, ``malformed``.
+    ``maybe_processed`` is False only when the SIS surely did not act on the request
+    (the connection was never opened, the token for it could not be had, or the SIS
+    answered 401, or 429/503 with ``Retry-After``); True otherwise, so a write that
+    failed with it True may have been saved: look it up before sending it again.
     ``str(error)`` never contains a secret.
     """
 
     def __init__(self, message: str, *, status: int | None = None,
                  response: httpx.Response | None = None, kind: str = "http",
-                 attempts: int = 0):
+                 attempts: int = 0, maybe_processed: bool = True):
         super().__init__(message)
         self.status = status
         self.response = response
         self.kind = kind
         self.attempts = attempts
+        self.maybe_processed = maybe_processed
 
 
 class _Flight:
@@ -355,14 +374,15 @@ class Transport:
         else:
             kind = "unreachable"
             msg = f"Network error talking to {host}: {_short(exc)}{tries}."
-        return TransportError(self.redact(msg), kind=kind, attempts=attempts)
+        return TransportError(self.redact(msg), kind=kind, attempts=attempts,
+                              maybe_processed=not _never_sent(exc))
 
     def _too_slow(self, method: str, url: str, attempts: int) -> TransportError:
         return TransportError(self.redact(
             f"{self._host(url)} answered {self._where(method, url)} too slowly: the answer was "
             f"not complete after {self.deadline_s:g} s, the longest Enroll Sync waits for one "
             f"answer, so it was abandoned (each part arrived, but far too slowly). The SIS may be "
-            f"overloaded; try again later."), kind="timeout", attempts=attempts)
+            f"overloaded; try again later."), kind="timeout", attempts=attempts)  # may be saved
 
     def _send(self, method: str, url: str, headers: dict, kwargs: dict,
               deadline: float) -> httpx.Response:
@@ -403,12 +423,23 @@ class Transport:
 
     # ------------------------------------------------------------------ the call
     def request(self, method: str, url_or_path: str, *, retry: bool = True,
-                _auth: bool = True, **kwargs: Any) -> httpx.Response:
+                idempotent: bool = True, _auth: bool = True, **kwargs: Any) -> httpx.Response:
         """Send one request with the retry policy; return the final response.
 
         ``retry=False`` sends it once (still sending it again on a fresh token after a
         401, up to ``token_retries`` times). Raises TransportError when no usable answer
         arrived, or when one try took longer than ``deadline_s``.
+
+        ``idempotent=False`` is for a write the SIS would carry out twice if it arrived
+        twice (an insert). It is sent again only when the SIS surely did not process it:
+        the connection could not be opened (refused, connect timeout), or the SIS answered
+        429 or 503 **with** ``Retry-After`` (it asks to come back later; without the
+        header a 503 may come from a gateway after the SIS took the request). A 5xx
+        answer (429/503 without ``Retry-After`` included), a timeout or a connection lost
+        once the request went out, and an answer too slow for the deadline raise
+        TransportError at once with ``maybe_processed=True`` and ``attempts=1``: the write
+        may have been saved, so look it up before sending it again. 2xx, 3xx and 4xx
+        answers are returned as usual.
         """
         url = url_or_path
         max_attempts = self.max_attempts if retry else 1
@@ -421,7 +452,11 @@ class Transport:
             headers = dict(extra_headers)
             sent_auth: dict | None = None
             if _auth and self.auth is not None:
-                sent_auth = dict(self.auth.headers(self))
+                try:
+                    sent_auth = dict(self.auth.headers(self))
+                except TransportError as exc:
+                    exc.maybe_processed = False  # no token: this request never went out
+                    raise
                 headers.update(sent_auth)
             self._pace()
             try:
@@ -433,10 +468,11 @@ class Transport:
                 raise self._too_slow(method, url, attempt) from None
             except httpx.InvalidURL as exc:
                 raise TransportError(self.redact(f"The server URL is not valid: {_short(exc)}."),
-                                     kind="unreachable", attempts=attempt) from None
+                                     kind="unreachable", attempts=attempt,
+                                     maybe_processed=False) from None
             except (httpx.TransportError,) as exc:
                 if attempt >= max_attempts or isinstance(exc, httpx.UnsupportedProtocol) \
-                        or _is_tls_error(exc):
+                        or _is_tls_error(exc) or (not idempotent and not _never_sent(exc)):
                     raise self._network_error(exc, method, url, attempt) from None
                 wait = self._delay(attempt, None)
                 log.info("retrying %s after %s (attempt %d of %d, waiting %.2fs)",
@@ -468,21 +504,30 @@ class Transport:
                         self._proven_tokens[token] = None
                         if len(self._proven_tokens) > 32:
                             self._proven_tokens.pop(next(iter(self._proven_tokens)), None)
-            if status in RETRY_WAIT_STATUSES or status >= 500:
+            if status in RETRY_WAIT_STATUSES or (status >= 500 and status not in NOT_SUPPORTED_STATUSES):
+                unprocessed = _surely_unprocessed(response)
+                if not idempotent and not unprocessed:
+                    raise TransportError(
+                        self.redact(
+                            f"{self._where(method, url)} answered HTTP {status}{_reason(response, self.redact)}. "
+                            f"It was not sent again: the SIS may have processed it."),
+                        status=status, response=response, kind="http", attempts=attempt)
                 if attempt >= max_attempts:
                     raise TransportError(
                         self.redact(
                             f"Gave up on {self._where(method, url)} after {attempt} "
                             f"attempt{'s' if attempt != 1 else ''}: the last answer was "
                             f"HTTP {status}{_reason(response, self.redact)}."),
-                        status=status, response=response, kind="retries", attempts=attempt)
+                        status=status, response=response, kind="retries", attempts=attempt,
+                        maybe_processed=not unprocessed)
                 wait = self._delay(attempt, response)
                 if wait > self.max_retry_after:
                     raise TransportError(
                         f"{self._where(method, url)} answered HTTP {status} and asked to wait {wait:.0f} s "
                         f"before trying again (Retry-After), longer than the {self.max_retry_after:g} s "
                         f"Enroll Sync waits. Nothing more was sent; try again later.",
-                        status=status, response=response, kind="retries", attempts=attempt)
+                        status=status, response=response, kind="retries", attempts=attempt,
+                        maybe_processed=not unprocessed)
                 log.info("retrying %s after HTTP %d (attempt %d of %d, waiting %.2fs)",
                          self._where(method, url), status, attempt + 1, max_attempts, wait)
                 response.close()
@@ -513,12 +558,13 @@ class Transport:
         where = self._where(method, url_or_path)
         if response.status_code == 401 and self.auth is not None:
             raise TransportError(self.token_refused_message(where),
-                                 status=401, response=response, kind="auth")
+                                 status=401, response=response, kind="auth", maybe_processed=False)
         if not response.is_success:
             raise TransportError(
                 self.redact(f"{where} answered HTTP {response.status_code}"
                             f"{_reason(response, self.redact)}."),
-                status=response.status_code, response=response, kind="http")
+                status=response.status_code, response=response, kind="http",
+                maybe_processed=not _surely_unprocessed(response))
         try:
             return response.json()
         except ValueError:
@@ -548,29 +594,52 @@ def parse_retry_after(value: str | None) -> float | None:
     return max(0.0, when.timestamp() - time.time())
 
 
-def _reason(response: httpx.Response, redact=None) -> str:
-    """A short, human hint from an error body ("message" or "error"), if any, redacted
-    with ``redact`` *before* it is cut short: cut first, a credential the SIS echoed
-    could straddle the cut and keep its first half out of reach of redaction."""
+#: where an error body says why, in the order they are looked for: ``message`` (most
+#: APIs), ``Message`` (ASP.NET Web API: Aeries), OAuth's ``error_description`` and
+#: ``error``, RFC 9457's ``detail`` and ``title``
+_REASON_KEYS = ("message", "Message", "error_description", "error", "detail", "title")
+
+
+def error_reason(response: httpx.Response, redact=None) -> str | None:
+    """The SIS's own reason in a JSON error body, or None: the first non-blank string of
+    ``_REASON_KEYS`` (an ``error`` object's ``message``/``Message`` too), stripped, passed
+    through ``redact`` when given, then cut to 200 characters — redacted *before* it is cut,
+    or a credential the SIS echoed could straddle the cut and keep its first half."""
     try:
         body = response.json()
     except Exception:
-        return ""
-    msg = None
-    if isinstance(body, dict):
-        for key in ("message", "error_description", "error", "detail"):
-            val = body.get(key)
-            if isinstance(val, str) and val:
-                msg = val
-                break
-            if isinstance(val, dict) and isinstance(val.get("message"), str):
-                msg = val["message"]
-                break
-    if not msg:
-        return ""
-    if redact is not None:
-        msg = redact(msg)
-    return f" ({msg[:200]})"
+        return None
+    if not isinstance(body, dict):
+        return None
+    for key in _REASON_KEYS:
+        val = body.get(key)
+        if isinstance(val, dict):
+            val = next((val[k] for k in ("message", "Message") if isinstance(val.get(k), str)), None)
+        if isinstance(val, str) and val.strip():
+            val = val.strip()
+            return (redact(val) if redact is not None else val)[:200]
+    return None
+
+
+def _reason(response: httpx.Response, redact=None) -> str:
+    """`` (reason)`` for a message, or "" when the body gives none."""
+    msg = error_reason(response, redact)
+    return f" ({msg})" if msg else ""
+
+
+def _surely_unprocessed(response: httpx.Response) -> bool:
+    """Whether this answer says the SIS did not act on the request: 401 (not
+    authenticated), 501/505 (not supported), or 429/503 carrying a Retry-After it can be
+    parsed from."""
+    if response.status_code == 401 or response.status_code in NOT_SUPPORTED_STATUSES:
+        return True
+    return (response.status_code in RETRY_WAIT_STATUSES
+            and parse_retry_after(response.headers.get("Retry-After")) is not None)
+
+
+def _never_sent(exc: BaseException) -> bool:
+    """Whether a network error happened before the request left (no connection)."""
+    return isinstance(exc, _NOT_SENT)
 
 
 def _is_tls_error(exc: BaseException) -> bool:
@@ -621,7 +690,8 @@ def _copy_error(exc: BaseException) -> BaseException:
     exception object raised in several threads would share one traceback)."""
     if isinstance(exc, TransportError):
         return TransportError(str(exc), status=exc.status, response=exc.response,
-                              kind=exc.kind, attempts=exc.attempts)
+                              kind=exc.kind, attempts=exc.attempts,
+                              maybe_processed=exc.maybe_processed)
     return exc
 
 

@@ -237,7 +237,7 @@ def test_a_sync_over_the_limit_is_held_and_a_district_admin_approves_it(app, liv
     assert run_now(app, held).exported == 0
     requeued = []
     with app.app_context(), database.connection_context():
-        recovery.recover(app, lambda job_id: requeued.append(job_id) or True)
+        recovery.recover(app, lambda job_id, n: requeued.append(job_id), lambda: {})
     assert held not in requeued
     # (the consumer of this test is running all along)
     with app.app_context(), database.connection_context():

@@ -299,3 +299,22 @@ def test_edfi_page_answering_500_mid_import_is_read_again(app, edfi):
     assert result.status == JOB_DONE and result.counts == {IMPORT_CREATED: 1000}
     assert enroll_state(app, conn_id) == (1000, 1000)
     assert any(status == 500 for _, _, status in edfi.requests("GET", "/data/v3/ed-fi/students"))
+
+
+def test_recovery_hands_a_stalled_import_to_its_own_task_and_never_completes_it(app, ps):
+    """An import job has no sync records: the export's recovery must not call it complete;
+    the import's recovery re-enqueues it once its heartbeat is stale."""
+    from enroll_sync.sync.queue import queued_import_ids, recover_now
+    conn_id = set_up_powerschool(app)
+    ps.seed_students(10, seed=13)
+    with app.app_context(), database.connection_context():
+        job = start_import(app, SyncConnection.get_by_id(conn_id), None, preview=False)
+    recover_now(app)
+    assert import_counts(app, job.id).status == JOB_QUEUED, "a fresh import is left to its worker"
+    with app.app_context(), database.connection_context():
+        SyncJob.update(created_at=utcnow() - dt.timedelta(hours=1)).where(SyncJob.id == job.id).execute()
+    assert job.id in recover_now(app) and job.id in queued_import_ids(app)
+    assert import_counts(app, job.id).status == JOB_QUEUED
+    with app.app_context(), database.connection_context():
+        run_import_job(app, job.id)
+    assert import_counts(app, job.id).counts == {IMPORT_CREATED: 10}

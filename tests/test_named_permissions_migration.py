@@ -28,8 +28,8 @@ def test_roles_become_their_presets_permissions(tmp_path):
         database.execute_sql("INSERT INTO organization (name, slug, uses_registration_module, created_at) "
                              "VALUES ('Old District', 'old', 1, ?)", (now,))
         for i, role in enumerate(ROLES):
-            database.execute_sql('INSERT INTO "user" (organization_id, email, name, password_hash, role, active, '
-                                 "created_at) VALUES (1, ?, ?, 'x', ?, 1, ?)", (f"u{i}@old.example", role, role, now))
+            database.execute_sql('INSERT INTO "user" (organization_id, email, name, password_hash, role, active, session_version, '
+                                 "created_at) VALUES (1, ?, ?, 'x', ?, 1, 0, ?)", (f"u{i}@old.example", role, role, now))
 
         assert upgrade() == [f"{n:04d}_{name}" for n, name, _ in available() if n >= 7]
 

@@ -359,3 +359,27 @@ def test_a_sis_that_stays_busy_ends_failed_with_a_true_reason(app, ps_a):
     assert {i.status for i in done} == {"Failed"}
     assert all(i.reason.startswith("The SIS asked to try again later 3 times") for i in done), done[0].reason
     assert ps_ids(ps_a) == {}
+
+
+def test_a_sis_restored_with_ids_reused_by_other_students_is_relinked(app, ps_a):
+    """A backup restored into an emptied SIS can hand the same ids to different students:
+    the id a student is linked to now holds someone else. PowerSchool refuses the update
+    (our Student Number is on another record); the link is stale, so the student is sent
+    again unlinked and matched by Student Number, never written over the other student."""
+    conn = connect_to_sandbox(app, ps_a)
+    regs = syncable(app)
+    sync_all(app)
+    a, b = regs[0], regs[1]
+    ids = ps_ids(ps_a)
+    id_a, id_b = ids[str(a.form_id)], ids[str(b.form_id)]
+    # the restore: A's record now carries B's Student Number and B's record A's
+    ps_a.change_student(int(id_a), {"local_id": 999999})
+    ps_a.change_student(int(id_b), {"local_id": a.form_id})
+    ps_a.change_student(int(id_a), {"local_id": b.form_id})
+    done = {i.registration_id: i for i in items(app, sync_all(app).id)}
+    assert {i.status for i in done.values()} == {"Succeeded"}, {i.reason for i in done.values()}
+    assert "matched by" in done[a.id].reason and "relinked to" in done[a.id].reason, done[a.id].reason
+    linked = links(app, conn)
+    assert linked[a.form_id] == id_b and linked[b.form_id] == id_a
+    stored = ps_ids(ps_a)
+    assert sorted(stored) == sorted(str(r.form_id) for r in regs)  # nobody duplicated

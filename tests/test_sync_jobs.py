@@ -285,10 +285,10 @@ def test_a_task_that_died_mid_export_is_recovered_without_a_duplicate(app, sandb
         assert not live.finished
         assert SyncJob.get_by_id(job.id).status == "Running"
         requeued = []
-        assert recovery.recover(app, lambda j: requeued.append(j) or True) == []  # not stale yet
+        assert recovery.recover(app, lambda j, n: requeued.append(j), lambda: {}) == []  # not stale yet
         time.sleep(1.2)
         SyncJob.update(heartbeat_at=utcnow() - dt.timedelta(seconds=5)).where(SyncJob.id == job.id).execute()
-        assert recovery.recover(app, lambda j: requeued.append(j) or True) == [job.id]
+        assert recovery.recover(app, lambda j, n: requeued.append(j), lambda: {}) == [job.id]
         assert {SyncItem.get_by_id(i).status for i, _ in mine} == {"Pending"}
         runner.run_job(app, job.id)
         items = _items(job.id)

@@ -131,30 +131,30 @@ def enqueue_job(app, job_id: int, tasks: int | None = None) -> int:
         tasks = job_settings(app).tasks
         total = SyncJob.select(SyncJob.total).where(SyncJob.id == job_id).scalar() or 1
         tasks = max(1, min(tasks, total))
+        # the width recovery restores when tasks die
+        SyncJob.update(planned_tasks=tasks).where(SyncJob.id == job_id).execute()
     for _ in range(tasks):
         huey.enqueue(task_class((job_id,), {}))
     return tasks
 
 
-def queued_job_ids(app) -> set[int]:
-    """Jobs that have a task waiting in the queue."""
+def queued_task_counts(app) -> dict[int, int]:
+    """job id -> tasks of it waiting in the queue."""
     huey, task_class = _task(app)
-    out = set()
+    out: dict[int, int] = {}
     for task in huey.pending():
         if isinstance(task, task_class) and task.args:
             try:
-                out.add(int(task.args[0]))
+                job_id = int(task.args[0])
             except (TypeError, ValueError):
-                pass
+                continue
+            out[job_id] = out.get(job_id, 0) + 1
     return out
 
 
-def requeue_if_missing(app, job_id: int) -> bool:
-    """Enqueue one task for ``job_id`` unless one is already waiting."""
-    if job_id in queued_job_ids(app):
-        return False
-    enqueue_job(app, job_id, tasks=1)
-    return True
+def queued_job_ids(app) -> set[int]:
+    """Jobs that have a task waiting in the queue."""
+    return set(queued_task_counts(app))
 
 
 def recover_now(app) -> list[int]:
@@ -162,8 +162,8 @@ def recover_now(app) -> list[int]:
     from .imports.runner import stalled_imports
     from .recovery import recover
     with app.app_context(), database.connection_context():
-        requeued = recover(app, lambda job_id: requeue_if_missing(app, job_id))
-        stalled = stalled_imports(app)
+        requeued = recover(app, lambda job_id, n: enqueue_job(app, job_id, tasks=n), lambda: queued_task_counts(app))
+        stalled = stalled_imports(app)  # imports have their own task and lease (imports.runner)
         if stalled:
             waiting = queued_import_ids(app)
             for job_id in stalled:

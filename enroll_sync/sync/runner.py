@@ -36,6 +36,7 @@ import json
 import logging
 import queue
 import threading
+import uuid
 from dataclasses import dataclass
 from types import SimpleNamespace
 from typing import Any, Callable
@@ -46,7 +47,7 @@ from ..config import JobSettings, job_settings
 from ..db import database, execute_values, executemany, fetch, is_sqlite, retrying, table, write_tx
 from ..models import (ACTIVE_JOB_STATUSES, APPROVED, JOB_CANCELLED, JOB_QUEUED, JOB_RUNNING, SKIPPED, SYNC_FAILED, SYNC_IN_PROGRESS, SYNC_PARTIAL, SYNC_PENDING,
                       SYNC_SUCCEEDED, Organization, Registration, School, Student, SyncConnection, SyncItem,
-                      SyncJob, utcnow)
+                      SyncJob, SyncTask, utcnow)
 from ..redaction import dumps_scrubbed, scrub_text
 from .export_rule import ExportContexts, map_for_export, status_for
 from .jobs import PENDING_INLINE_MAX, mark_pending_in_chunks
@@ -119,14 +120,20 @@ class RunStats:
 
 
 class _Heartbeat(threading.Thread):
-    """Keeps the job's heartbeat and the held records' markers fresh while a task runs."""
+    """Keeps the job's heartbeat, this task's ``SyncTask`` row and the held records'
+    markers fresh while a task runs."""
 
     def __init__(self, job_id: int, interval: float):
         super().__init__(name=f"sync-heartbeat-{job_id}", daemon=True)
         self.job_id = job_id
         self.interval = interval
         self.held: list[tuple[int, int]] = []  # (item id, registration id)
+        self.token = uuid.uuid4().hex
         self._halt = threading.Event()
+
+    def start(self):
+        SyncTask.create(job=self.job_id, token=self.token)  # alive from now on
+        super().start()
 
     def run(self):
         with database.connection_context():
@@ -142,6 +149,7 @@ class _Heartbeat(threading.Thread):
         now = utcnow()
         held = list(self.held)
         SyncJob.update(heartbeat_at=now).where(SyncJob.id == self.job_id).execute()
+        SyncTask.update(heartbeat_at=now).where(SyncTask.token == self.token).execute()
         if held:
             mine = (Registration.id.in_([r for _, r in held])
                     & Registration.sync_lock.in_([str(i) for i, _ in held]))
@@ -157,6 +165,10 @@ class _Heartbeat(threading.Thread):
         self._halt.set()
         if self.is_alive():
             self.join(timeout=10)
+        try:
+            SyncTask.delete().where(SyncTask.token == self.token).execute()
+        except Exception:  # recovery forgets a task row that stopped beating anyway
+            log.warning("could not remove the task row of job %s", self.job_id, exc_info=True)
 
 
 def mapping_failure_reason(result) -> str:

@@ -29,9 +29,12 @@ What this adapter does about Aeries' traps (``shared/reference/aeries-api.md``):
   renumbered or restored Aeries (old IDs gone, or naming other children) is noticed
   before anything is overwritten.
 - **Inserts are not retried blindly.** The shared transport retries 5xx answers and
-  timeouts, which for InsertStudent could create the student twice. Inserts are sent
-  once; after an answer that may hide a saved student (5xx, timeout, lost answer) the
-  adapter looks the student up at the school before sending again.
+  timeouts, which for InsertStudent could create the student twice. Inserts go out with
+  the transport's ``idempotent=False``: sent again only when Aeries surely did not process
+  them (no connection; 429/503 with Retry-After). After an answer that may hide a saved
+  student (5xx, timeout, lost answer) the adapter looks the student up at the school: found,
+  it is the insert's result; not there, the record is RETRY (nothing was written, and the
+  core sends it again later, matched before inserting as always).
 """
 from __future__ import annotations
 
@@ -40,7 +43,6 @@ import datetime as dt
 import logging
 import math
 import re
-import time
 import unicodedata
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -48,7 +50,7 @@ from typing import Any
 
 from enroll_sync import (
     AdapterError, CheckResult, Code, ExportRecord, ExportResult, FieldError, FieldSection, Outcome,
-    SettingField, SISAdapter, TargetField, Transport, TransportError, parse_retry_after,
+    SettingField, SISAdapter, TargetField, Transport, TransportError, error_reason,
 )
 
 log = logging.getLogger("sis_aeries")
@@ -60,8 +62,8 @@ DATE_RE = re.compile(r"^(\d{4})-(\d{2})-(\d{2})")
 YEAR_RE = re.compile(r"^\s*(\d{4})(?:\s*[-/]\s*\d{2,4})?\s*$")
 #: after these, sending the rest of an export is no use
 FATAL_KINDS = ("unreachable", "tls", "auth")
-#: statuses that say the request was not processed (safe to send an insert again)
-NOT_PROCESSED = (429, 503)
+#: Aeries is busy: the transport kept getting these past its retries
+BUSY = (429, 503)
 
 
 # ----------------------------------------------------------------------------- the one table
@@ -258,13 +260,20 @@ def match_key(last: Any, first: Any, birth: Any) -> tuple[str, str, str] | None:
     return key if all(key) else None
 
 
-def _retry_after(response: Any) -> float | None:
-    return parse_retry_after(response.headers.get("Retry-After")) if response is not None else None
-
-
 def _busy(exc: BaseException) -> bool:
-    """Aeries kept answering 429/503 (not processed) past the retries: nothing was written."""
-    return isinstance(exc, TransportError) and exc.status in NOT_PROCESSED
+    """Aeries kept answering 429/503 past the transport's retries. A read or an update
+    (idempotent) is simply tried later; an insert gets here only when every answer
+    carried Retry-After, i.e. was surely not processed (``idempotent=False``)."""
+    return isinstance(exc, TransportError) and exc.kind == "retries" and exc.status in BUSY
+
+
+class _NotSaved(Exception):
+    """A write that may have been processed (its answer was a 5xx, or lost) was looked up
+    afterwards and Aeries does not hold it: nothing was written."""
+
+    def __init__(self, error: TransportError):
+        super().__init__(str(error))
+        self.error = error
 
 
 def _json(response: Any) -> Any:
@@ -274,14 +283,17 @@ def _json(response: Any) -> Any:
         return None
 
 
-def aeries_message(response: Any) -> str | None:
-    """Aeries' ``{"Message": ...}`` of an error answer."""
-    body = _json(response)
-    if isinstance(body, Mapping):
-        for key in ("Message", "message", "ExceptionMessage"):
-            if isinstance(body.get(key), str) and body[key].strip():
-                return body[key].strip()
-    return None
+def aeries_message(response: Any, redact=None) -> str | None:
+    """Aeries' ``{"Message": ...}`` of an error answer (the transport's ``error_reason``
+    reads ``Message``; ``ExceptionMessage`` is the detail ASP.NET adds in debug mode),
+    redacted with ``redact`` before it is cut short."""
+    reason = error_reason(response, redact)
+    if reason is None:
+        body = _json(response)
+        extra = body.get("ExceptionMessage") if isinstance(body, Mapping) else None
+        if isinstance(extra, str) and extra.strip():
+            reason = (redact(extra.strip()) if redact is not None else extra.strip())[:200]
+    return reason
 
 
 def _field_in_message(message: str) -> str | None:
@@ -456,7 +468,7 @@ class AeriesAdapter(SISAdapter):
 
     def _http_message(self, response: Any, where: str, what: str) -> str:
         status = response.status_code
-        msg = aeries_message(response)
+        msg = aeries_message(response, self.transport.redact)
         said = f': "{self.transport.redact(msg)[:300]}"' if msg else ""
         if status == 401:
             if msg and "security area" in msg.lower():
@@ -910,12 +922,15 @@ class AeriesAdapter(SISAdapter):
                 answer = None
             else:
                 response, answer = self._insert(p, roster)
+        except _NotSaved as gone:
+            return self._retry(p.record, f"{gone.error} Aeries does not hold the student (looked up after that "
+                                         f"answer).", sent=sent, action=action), None
         except TransportError as exc:
             msg = str(exc)
             if _busy(exc):
                 return self._retry(p.record, f"Aeries is busy: {msg}", sent=sent, action=action,
                                    sis_id=p.sis_id), None
-            if exc.kind in ("timeout", "retries"):
+            if exc.maybe_processed:
                 msg += (" The student may or may not have been saved; syncing it again is safe (existing "
                         "students are matched by name and birth date).")
             stop = msg if exc.kind in FATAL_KINDS else None
@@ -942,79 +957,57 @@ class AeriesAdapter(SISAdapter):
         return self._verified(p, mine, records, sis_id, action, sent, answer), None
 
     def _insert(self, p: _Plan, roster: Roster) -> tuple[Any, Any]:
-        """POST InsertStudent without blind retries (see ``_post_once``)."""
+        """POST InsertStudent without blind retries (see ``_post_write``)."""
         known = set(roster.by_id)
-        return self._post_once(f"{API}/schools/{p.school}/InsertStudent", p.body,
-                               lambda: self._find_new(p, known))
+        return self._post_write(f"{API}/schools/{p.school}/InsertStudent", p.body,
+                                lambda: self._find_new(p, known))
 
-    def _post_once(self, path: str, body: dict, find_saved) -> tuple[Any, Any]:
-        """POST a non-idempotent write (InsertStudent, InsertContact) so that it is never
-        saved twice: (response, None) for an answer to read, or (None, saved) when an
-        answer was lost and ``find_saved()`` found what it saved.
+    def _post_write(self, path: str, body: dict, find_saved) -> tuple[Any, Any]:
+        """POST a write Aeries would carry out twice if it arrived twice (InsertStudent,
+        InsertContact): (response, None) for an answer to read, or (None, saved) when the
+        answer was lost and ``find_saved()`` found what the write saved.
 
-        429/503 say the request was not processed: sent again after Retry-After. After
-        a 5xx or a timeout the write may have happened: ``find_saved()`` looks, and only
-        when it finds nothing is the write sent again."""
-        last: Any = None
-        for attempt in range(1, self.max_attempts + 1):
-            uncertain = False
-            try:
-                response = self.transport.request("POST", path, params=self._params(), json=body,
-                                                  retry=False, headers={"Content-Type": "application/json"})
-            except TransportError as exc:
-                if exc.response is not None and exc.status is not None:
-                    response = exc.response  # sent once: a 429/5xx answer comes back as an error
-                elif exc.kind not in ("timeout", "unreachable") or attempt == self.max_attempts:
-                    if exc.kind == "timeout":
-                        found = find_saved()
-                        if found is not None:
-                            return None, found
-                    raise
-                else:
-                    last, uncertain = exc, exc.kind == "timeout"
-                    response = None
-            if response is not None:
-                if response.status_code in NOT_PROCESSED:
-                    wait = _retry_after(response)
-                    if attempt == self.max_attempts or (wait is not None and wait > 300):
-                        return response, None
-                    time.sleep(self._backoff(attempt, wait))
-                    continue
-                if response.status_code < 500:
-                    return response, None
-                last, uncertain = response, True
-            if uncertain:
-                found = find_saved()
-                if found is not None:
-                    return None, found
-                if attempt == self.max_attempts:
-                    break
-            time.sleep(self._backoff(attempt, None))
-        if isinstance(last, TransportError):
-            raise last
-        return last, None
+        The transport's ``idempotent=False`` sends it again only when Aeries surely did
+        not process it (no connection; 429/503 with Retry-After). A TransportError with
+        ``maybe_processed`` (a 5xx, a timeout, a lost connection, an answer too slow)
+        makes ``find_saved()`` look: ``(saved, True)`` is the write's result, ``(None,
+        True)`` raises ``_NotSaved`` (Aeries does not hold it: nothing was written), and
+        ``(None, False)`` (the look-up failed or was ambiguous) re-raises the error."""
+        try:
+            return self.transport.request("POST", path, params=self._params(), json=body, idempotent=False,
+                                          headers={"Content-Type": "application/json"}), None
+        except TransportError as exc:
+            if not exc.maybe_processed:
+                raise
+            found, certain = find_saved()
+            if found is not None:
+                log.info("%s: the answer was lost (%s); the write was found saved", path, exc.kind)
+                return None, found
+            if certain:
+                raise _NotSaved(exc) from None
+            raise
 
-    def _backoff(self, attempt: int, retry_after: float | None) -> float:
-        base = min(self.retry_backoff * (2 ** (attempt - 1)), self.max_backoff)
-        return max(retry_after, base) if retry_after is not None else base
-
-    def _find_new(self, p: _Plan, known: set[str]) -> dict | None:
-        """After an insert whose answer was lost: the student it saved, if Aeries has one."""
+    def _find_new(self, p: _Plan, known: set[str]) -> tuple[dict | None, bool]:
+        """After an insert whose answer was lost: (the student it saved, True), (None, True)
+        when Aeries surely has none, or (None, False) when that cannot be told (the school's
+        students could not be read, or two new students match)."""
         grade = _int(p.body.get("Grade"))
         path = f"/schools/{p.school}/students" + (f"/grade/{grade}" if grade is not None else "")
         try:
             rows = self._get(path, "students", expect=list)
         except (TransportError, AdapterError):
-            return None
+            return None, False
         key = match_key(p.body.get("LastName"), p.body.get("FirstName"), p.body.get("BirthDate"))
         hits = [r for r in rows if isinstance(r, Mapping) and str(_int(r.get("StudentID"))) not in known
                 and match_key(r.get("LastName"), r.get("FirstName"), r.get("Birthdate")) == key]
         ids = {_int(r.get("StudentID")) for r in hits}
-        return dict(hits[0]) if len(ids) == 1 else None
+        if len(ids) == 1:
+            return dict(hits[0]), True
+        return None, not ids
 
     def _refused(self, p: _Plan, response: Any, sent: dict, action: str) -> tuple[ExportResult, str | None]:
         status = response.status_code
-        msg = aeries_message(response)
+        msg = aeries_message(response, self.transport.redact)
         where = sent["request"].split("?")[0]
         if status == 400:
             text = self.transport.redact(msg or "Aeries refused the student without saying why.")
@@ -1026,16 +1019,8 @@ class AeriesAdapter(SISAdapter):
             return self._failed(p.record, f"Aeries refused the {action}: {text}", code="REFUSED",
                                 errors=[FieldError(field_key, "REFUSED", text)], sent=sent, action=action,
                                 sis_id=p.sis_id, response=_json(response)), None
-        if status in NOT_PROCESSED:
-            said = f' ("{self.transport.redact(msg)[:300]}")' if msg else ""
-            return self._retry(p.record, f"Aeries kept answering HTTP {status}{said} to {where}.", sent=sent,
-                               action=action, sis_id=p.sis_id), None
+        # 429, 503 and other 5xx never get here: the transport raises them (see ``_write``)
         message = self._http_message(response, where, "students")
-        if status >= 500:
-            message = (f"Gave up on {where} after {self.max_attempts} attempts: the last answer was HTTP "
-                       f"{status}" + (f' ("{self.transport.redact(msg)[:300]}")' if msg else "") + ". The "
-                       "student may or may not have been saved; syncing it again is safe (existing "
-                       "students are matched by name and birth date).")
         stop = message if status in (401, 403, 404, 501) else None
         return self._failed(p.record, message, code=f"HTTP_{status}", sent=sent, action=action,
                             sis_id=p.sis_id, response=_json(response)), stop
@@ -1183,26 +1168,32 @@ class AeriesAdapter(SISAdapter):
                 try:
                     rows = self._get(f"/schools/0/contacts/{sid}", "contacts", expect=list)
                 except (TransportError, AdapterError):
-                    return None
+                    return None, False
                 new = [r for r in rows if isinstance(r, Mapping) and _int(r.get("SequenceNumber")) not in known]
                 matched = [r for r in new if self._match_contact(slot, body, [r])[0] is not None]
-                return dict(matched[0]) if len(matched) == 1 else None
+                return (dict(matched[0]), True) if len(matched) == 1 else (None, not matched)
         else:
             path = f"{API}/UpdateContact/{sid}/{seq}"
         sent = {"request": f"POST {path}{year}", "body": body}
         key = f"{CONTACT_PREFIX}{slot}"
         try:
             if seq is None:
-                response, answer = self._post_once(path, body, find_saved)
+                response, answer = self._post_write(path, body, find_saved)
             else:
                 response, answer = self.transport.request(
                     "POST", path, params=self._params(), json=body,
                     headers={"Content-Type": "application/json"}), None
+        except _NotSaved as gone:
+            return sent, None, [FieldError(key, "NOT_SAVED", f"Contact {slot + 1}: {gone.error} Aeries does not "
+                                                             f"hold the contact (looked up after that answer); "
+                                                             f"syncing again sends it.")]
         except TransportError as exc:
-            return sent, None, [FieldError(key, exc.kind.upper(), f"Contact {slot + 1}: {exc}")]
+            note = (" It may or may not have been saved; syncing again is safe (contacts are matched by name)."
+                    if exc.maybe_processed else "")
+            return sent, None, [FieldError(key, exc.kind.upper(), f"Contact {slot + 1}: {exc}{note}")]
         if answer is None:
             if not response.is_success:
-                msg = aeries_message(response)
+                msg = aeries_message(response, self.transport.redact)
                 if response.status_code == 400:
                     text = self.transport.redact(msg or "Aeries refused the contact without saying why.")
                     f = next((c.key for c in sorted(CONTACT_FIELDS, key=lambda c: -len(c.key))

@@ -741,6 +741,7 @@ def create_app(store: SandboxStore) -> Flask:
     @app.before_request
     def _before():
         g.started = time.monotonic()
+        g.wall_started = time.time()
         g.generation = store.generation
         path = request.path
         if path.startswith("/sandbox"):
@@ -807,7 +808,9 @@ def create_app(store: SandboxStore) -> Flask:
                 "query": request.query_string.decode("latin-1"), "status": response.status_code,
                 "cert": "valid" if request.headers.get("AERIES-CERT") == store.faults["cert"]
                 else ("missing" if not request.headers.get("AERIES-CERT") else "wrong"),
-                "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1)})
+                "ms": round((time.monotonic() - g.get("started", time.monotonic())) * 1000, 1),
+                # wall-clock span, for counting requests in flight (benchmarks/aeries_export.py)
+                "start": g.get("wall_started"), "end": time.time()})
         return response
 
     @app.errorhandler(404)

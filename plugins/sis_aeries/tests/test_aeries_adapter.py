@@ -499,12 +499,15 @@ def test_a_busy_roster_is_retry_for_every_record(adapter, sandbox):
     assert [r.outcome for r in results] == [Outcome.RETRY, Outcome.RETRY] and not posts(sandbox)
 
 
-def test_a_500_on_insert_is_checked_before_sending_again(adapter, sandbox):
+def test_a_500_on_insert_is_looked_up_not_sent_again(adapter, sandbox):
     sandbox.set_faults(fail_500=1, fault_path="/api/v5/schools/990/InsertStudent")
-    [r] = adapter.export([record()])
-    assert r.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
-    assert [p["status"] for p in posts(sandbox)] == [500, 200]
-    assert any("/students/grade/3" in q["path"] for q in sandbox.requests())
+    [r] = adapter.export([rec := record()])
+    assert r.outcome == Outcome.RETRY and not r.sis_id and sandbox.count() == 0, r.message
+    assert "HTTP 500 (An error has occurred.)" in r.message and "does not hold the student" in r.message
+    assert [p["status"] for p in posts(sandbox)] == [500], "an insert is never sent blindly again"
+    assert any("/students/grade/3" in q["path"] for q in sandbox.requests()), "looked up after the 500"
+    [again] = adapter.export([rec])  # what the core does with RETRY
+    assert again.outcome == Outcome.SUCCEEDED and again.action == "insert" and sandbox.count() == 1
 
 
 def test_a_lost_insert_answer_does_not_make_a_duplicate(adapter, sandbox):
@@ -514,10 +517,31 @@ def test_a_lost_insert_answer_does_not_make_a_duplicate(adapter, sandbox):
     assert sandbox.count() == 1 and len(posts(sandbox)) == 1
 
 
-def test_an_insert_that_timed_out_is_looked_up_then_sent_once_more(make_adapter, sandbox):
+def test_an_insert_that_timed_out_is_looked_up_and_left_to_the_core(make_adapter, sandbox):
     sandbox.set_faults(timeouts=1, hang_s=0.6, fault_path="/api/v5/schools/990/InsertStudent")
-    [r] = make_adapter(timeout_s=0.3).export([record()])
-    assert r.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
+    adapter = make_adapter(timeout_s=0.3)
+    [r] = adapter.export([rec := record()])
+    assert r.outcome == Outcome.RETRY and "did not answer" in r.message and sandbox.count() == 0, r.message
+    time.sleep(0.5)  # the hung request ends (the sandbox answers 500 without saving)
+    assert len(posts(sandbox, "InsertStudent")) == 1
+    [again] = adapter.export([rec])
+    assert again.outcome == Outcome.SUCCEEDED and sandbox.count() == 1
+
+
+def test_an_insert_whose_look_up_fails_too_says_it_may_be_saved(adapter, sandbox, monkeypatch):
+    sandbox.set_faults(fail_500=1, fault_path="/api/v5/schools/990/InsertStudent")
+    monkeypatch.setattr(adapter, "_find_new", lambda p, known: (None, False))
+    [r] = adapter.export([record()])
+    assert r.outcome == Outcome.FAILED and "may or may not have been saved" in r.message
+    assert len(posts(sandbox, "InsertStudent")) == 1
+
+
+def test_a_503_without_retry_after_on_insert_is_looked_up(adapter, sandbox):
+    sandbox.set_faults(burst_503=1, fault_path="/api/v5/schools/990/InsertStudent")  # no Retry-After
+    [r] = adapter.export([rec := record()])
+    assert r.outcome == Outcome.RETRY and sandbox.count() == 0
+    assert [p["status"] for p in posts(sandbox)] == [503], "a bare 503 may come after the SIS took it"
+    assert adapter.export([rec])[0].outcome == Outcome.SUCCEEDED and sandbox.count() == 1
 
 
 def test_updates_are_retried_by_the_transport(adapter, sandbox):

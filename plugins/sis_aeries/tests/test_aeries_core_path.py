@@ -134,3 +134,13 @@ def test_a_field_aeries_ignores_is_a_partial_sync(app, admin, sandbox):
     assert sandbox.count() == len(job.items) and {s["Gender"] for s in sandbox.students()} == {""}
     regs = {r.id: r for r in registrations(app, [i.registration_id for i in partial])}
     assert {r.sync_status for r in regs.values()} == {"Partial Sync"}
+
+
+def test_an_insert_answered_500_is_looked_up_then_sent_again_by_the_core(app, admin, sandbox):
+    prepare(app, admin, sandbox)
+    sandbox.set_faults(fail_500=2, fault_path="/api/v5/schools/990/InsertStudent")
+    job = sync_all_approved(app, admin)
+    assert {i.status for i in job.items} == {"Succeeded"}, [i.reason for i in job.items]
+    inserts = [q["status"] for q in sandbox.requests() if q["path"].endswith("/InsertStudent")]
+    assert inserts.count(500) == 2 and inserts.count(200) == len(job.items)
+    assert sandbox.count() == len(job.items), "RETRY after a look-up: nothing inserted twice"

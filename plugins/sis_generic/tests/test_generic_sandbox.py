@@ -488,8 +488,9 @@ def test_command_line_seeds_and_sets_faults():
 
 
 def test_the_sandbox_routes_are_neither_logged_nor_faulted(server):
-    server.set_faults(error_rate=1.0, latency_ms=200)
+    server.set_faults(error_rate=1.0, latency_ms=2000)
     started = time.perf_counter()
     assert httpx.get(f"{server.url}/sandbox/dump").status_code == 200
     assert httpx.get(f"{server.url}/sandbox/requests").json() == {"requests": []}
-    assert time.perf_counter() - started < 0.2 and server.requests() == []
+    # two faulted answers would take 4 s; the margin survives a loaded machine
+    assert time.perf_counter() - started < 2.0 and server.requests() == []

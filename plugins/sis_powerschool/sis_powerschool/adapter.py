@@ -978,6 +978,16 @@ class PowerSchoolAdapter(SISAdapter):
                                   f"({message}). Nothing was saved; it will be sent again "
                                   f"shortly.", code="SIS_BUSY", errors=errors,
                                response=dict(item))
+        if p.sis_id and p.match is None and any(_is_taken_local_id(e) for e in errors):
+            # the linked id now holds a different student, while ours (its Student Number)
+            # is elsewhere: a SIS restored from a backup that reused ids. The link is stale.
+            return ExportResult(
+                record_id=p.record.record_id, outcome=Outcome.NOT_FOUND, action="update",
+                errors=errors, sent=p.body, response=dict(item),
+                message=(f"PowerSchool's student {p.sis_id} is not this student any more: its Student "
+                         f"Number belongs to another PowerSchool student ({message}). PowerSchool was "
+                         f"probably restored from a backup. Nothing was saved; the student is sent again "
+                         f"without that id, to be matched by Student Number."))
         if p.sis_id and any(_is_missing_id(e, p.sis_id) for e in errors):
             if p.match is None:
                 return ExportResult(
@@ -1349,6 +1359,12 @@ def _busy(exc: TransportError) -> bool:
 def _is_busy(e: FieldError) -> bool:
     """A per-record "busy, try again later" answer."""
     return e.code.upper() in BUSY_CODES or bool(BUSY_RE.search(e.message))
+
+
+def _is_taken_local_id(e: FieldError) -> bool:
+    """A per-record answer that the Student Number sent belongs to another student."""
+    return (e.field or "").endswith("local_id") and (e.code.upper() == "INVALID_LOCAL_ID"
+                                                      or "already exists" in e.message.lower())
 
 
 def _is_missing_id(e: FieldError, sis_id: str) -> bool:
